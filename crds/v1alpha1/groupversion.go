@@ -1,0 +1,25 @@
+// Package v1alpha1 holds braid's API types, group braid.dev, version v1alpha1: IPPool (a pool of Floating
+// IPs taken from one of the hosts' own subnets) and FloatingIP (one held address). Both are cluster-scoped.
+//
+// Validation lives in the schema (OpenAPI and CEL markers below), so `kubectl apply` refuses a bad pool with
+// a message that names the field; the IPAM server re-checks nothing the API server already guarantees.
+//
+// +kubebuilder:object:generate=true
+// +groupName=braid.dev
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
+)
+
+var (
+	// GroupVersion is the API group and version of braid's own objects.
+	GroupVersion = schema.GroupVersion{Group: "braid.dev", Version: "v1alpha1"}
+
+	// SchemeBuilder registers braid's types with a runtime.Scheme.
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+
+	// AddToScheme adds braid's types to a runtime.Scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)
