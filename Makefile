@@ -4,7 +4,8 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := build
 
 export PATH := /usr/local/go/bin:$(PATH)
-CACHE   := $(CURDIR)/.cache
+export BRAID_CACHE ?= $(CURDIR)/.cache
+CACHE   := $(BRAID_CACHE)
 BIN     := $(CACHE)/bin
 OUT     := $(CACHE)/braid-bin
 LOCAL   := deploy/local

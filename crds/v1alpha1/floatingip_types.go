@@ -99,7 +99,3 @@ type FloatingIPList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []FloatingIP `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&FloatingIP{}, &FloatingIPList{})
-}

@@ -9,17 +9,24 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the API group and version of braid's own objects.
 	GroupVersion = schema.GroupVersion{Group: "braid.dev", Version: "v1alpha1"}
 
-	// SchemeBuilder registers braid's types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	schemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds braid's types to a runtime.Scheme.
-	AddToScheme = SchemeBuilder.AddToScheme
+	AddToScheme = schemeBuilder.AddToScheme
 )
+
+// addKnownTypes keeps this package free of controller-runtime so clients can import the API cheaply.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &IPPool{}, &IPPoolList{}, &FloatingIP{}, &FloatingIPList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

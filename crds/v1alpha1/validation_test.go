@@ -101,7 +101,7 @@ func TestIPPoolDefaults(t *testing.T) {
 	if p.Spec.ReleasePolicy != braidv1.ReleaseOnPodDeletion {
 		t.Errorf("releasePolicy default = %q, want %q", p.Spec.ReleasePolicy, braidv1.ReleaseOnPodDeletion)
 	}
-	if p.Spec.ReuseCooldown == nil || p.Spec.ReuseCooldown.Duration.Seconds() != 60 {
+	if p.Spec.ReuseCooldown == nil || p.Spec.ReuseCooldown.Seconds() != 60 {
 		t.Errorf("reuseCooldown default = %v, want 60s", p.Spec.ReuseCooldown)
 	}
 }
