@@ -71,7 +71,9 @@ cluster-down:
 	@$(LOCAL)/cluster-down.sh
 
 ## bench: every benchmark target of the components (each prints BENCH lines)
+# Each component adds its own targets in <component>/component.mk (e.g. BENCH_TARGETS += bench-meta).
 BENCH_TARGETS :=
+include $(wildcard meta-plugin/component.mk ipam-server/component.mk sriov-device/component.mk)
 bench: $(BENCH_TARGETS)
 	@[ -n "$(BENCH_TARGETS)" ] || echo "bench: no component benchmarks yet"
 
