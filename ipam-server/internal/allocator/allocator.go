@@ -45,15 +45,28 @@ func New() *Allocator {
 	return &Allocator{pools: map[string]*state{}}
 }
 
-// SetPool loads or replaces a pool's model; what is held or released stays recorded.
-func (a *Allocator) SetPool(name string, m pool.Model) {
+// SetPool loads or replaces a pool's model; what is held or released stays recorded. It reports whether the
+// pool is new, so the caller can record the addresses already held in it.
+func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.pools[name]; ok {
 		s.model = m
-		return
+		return false
 	}
 	a.pools[name] = &state{model: m, held: map[netip.Addr]struct{}{}, released: map[netip.Addr]time.Time{}}
+	return true
+}
+
+// Model returns a loaded pool's model.
+func (a *Allocator) Model(name string) (pool.Model, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.pools[name]
+	if !ok {
+		return pool.Model{}, false
+	}
+	return s.model, true
 }
 
 // RemovePool forgets a pool and everything recorded for it.

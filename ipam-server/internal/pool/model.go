@@ -41,6 +41,7 @@ type Model struct {
 	Excludes []netip.Prefix // single addresses are /32 or /128 prefixes
 	Gateway  netip.Addr     // invalid when the spec gives none
 	Routes   []Route
+	DNS      *braidv1.DNS // nil when the spec gives none
 	Cooldown time.Duration
 	Policy   braidv1.ReleasePolicy
 }
@@ -49,7 +50,7 @@ type Model struct {
 func Parse(spec braidv1.IPPoolSpec) (Model, error) {
 	path := field.NewPath("spec")
 	var errs field.ErrorList
-	m := Model{Policy: spec.ReleasePolicy, Cooldown: DefaultCooldown}
+	m := Model{Policy: spec.ReleasePolicy, Cooldown: DefaultCooldown, DNS: spec.DNS.DeepCopy()}
 	if m.Policy == "" {
 		m.Policy = braidv1.ReleaseOnPodDeletion
 	}

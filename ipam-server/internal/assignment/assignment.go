@@ -1,0 +1,69 @@
+// Package assignment is the contract between braid-ipam-server and the node-side braid-ipam plugin: the
+// server writes, on the pod, one annotation that says, per interface, which addresses it holds (with the
+// gateway, routes and DNS of their pools) or why it could not allocate; the plugin only reads it.
+package assignment
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Annotation is the pod annotation braid-ipam-server writes.
+const Annotation = "braid.dev/ip-assignments"
+
+// Address is one held address with what the pod needs to use it.
+type Address struct {
+	Pool       string `json:"pool"`
+	FloatingIP string `json:"floatingIP"`
+	// CIDR is the address with its pool's prefix length, e.g. 192.0.2.10/24.
+	CIDR    string `json:"cidr"`
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// Route is a route for the interface; an empty GW means the address's gateway.
+type Route struct {
+	Dst string `json:"dst"`
+	GW  string `json:"gw,omitempty"`
+}
+
+// DNS is resolver configuration from the pools.
+type DNS struct {
+	Nameservers []string `json:"nameservers,omitempty"`
+	Domain      string   `json:"domain,omitempty"`
+	Search      []string `json:"search,omitempty"`
+	Options     []string `json:"options,omitempty"`
+}
+
+// Interface is what one interface of the pod gets, or why it gets nothing yet.
+type Interface struct {
+	Network   string    `json:"network"` // NAD namespace/name
+	Addresses []Address `json:"addresses,omitempty"`
+	Routes    []Route   `json:"routes,omitempty"`
+	DNS       *DNS      `json:"dns,omitempty"`
+	// Error is the reason allocation failed (pool exhausted, no eligible pool, ...); the plugin returns it.
+	Error string `json:"error,omitempty"`
+}
+
+// Assignments maps interface name to its assignment, for one pod UID.
+type Assignments struct {
+	PodUID     string               `json:"podUID"`
+	Interfaces map[string]Interface `json:"interfaces"`
+}
+
+// Parse reads the annotation value.
+func Parse(value string) (Assignments, error) {
+	var a Assignments
+	if err := json.Unmarshal([]byte(value), &a); err != nil {
+		return Assignments{}, fmt.Errorf("annotation %s: %w", Annotation, err)
+	}
+	return a, nil
+}
+
+// Encode renders the annotation value.
+func (a Assignments) Encode() string {
+	b, err := json.Marshal(a)
+	if err != nil { // only maps, strings and slices: cannot fail
+		panic(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+)
+
+// floatingIPReconciler applies release policies: it releases addresses whose pod is gone (or keeps them
+// reserved for a StatefulSet ordinal, or forever), and deletes released ones once their cool-down has passed.
+type floatingIPReconciler struct {
+	client.Client
+	state   *state
+	metrics *Metrics
+}
+
+// effectivePolicy is the FloatingIP's policy; a hand-made FloatingIP with no policy is an admin reservation.
+func effectivePolicy(f *braidv1.FloatingIP) braidv1.ReleasePolicy {
+	if f.Spec.ReleasePolicy == "" {
+		return braidv1.ReleaseNever
+	}
+	return f.Spec.ReleasePolicy
+}
+
+func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if !r.state.ready.Load() {
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
+	f := &braidv1.FloatingIP{}
+	if err := r.Get(ctx, req.NamespacedName, f); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if f.Status.Phase == braidv1.FloatingIPReleased {
+		return r.expire(ctx, f)
+	}
+	if f.Spec.Pod == "" {
+		return ctrl.Result{}, nil // an admin reservation of an address for nobody: never handed out
+	}
+	if f.Spec.PodUID != "" {
+		live, err := r.holderLives(ctx, f)
+		if err != nil || live {
+			return ctrl.Result{}, err
+		}
+	}
+	// The holder is gone, or the address is reserved for a pod name: apply the policy.
+	switch effectivePolicy(f) {
+	case braidv1.ReleaseNever:
+		return ctrl.Result{}, r.reserve(ctx, f)
+	case braidv1.ReleaseKeepForStatefulSet:
+		wanted, err := r.ordinalWanted(ctx, f)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if wanted {
+			return ctrl.Result{}, r.reserve(ctx, f)
+		}
+	}
+	return r.release(ctx, f)
+}
+
+func (r *floatingIPReconciler) holderLives(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
+	ns, name, err := splitKey(f.Spec.Pod)
+	if err != nil {
+		return false, nil
+	}
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pod); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return string(pod.UID) == f.Spec.PodUID, nil
+}
+
+// ordinalWanted reports whether the StatefulSet that owned the pod still exists and still wants its ordinal.
+func (r *floatingIPReconciler) ordinalWanted(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
+	setName := f.Annotations[statefulSetAnnotation]
+	ns, podName, err := splitKey(f.Spec.Pod)
+	if setName == "" || err != nil {
+		return false, nil
+	}
+	prefix, ordinal, ok := statefulSetOrdinal(podName)
+	if !ok || prefix != setName {
+		return false, nil
+	}
+	set := &appsv1.StatefulSet{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: setName}, set); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	replicas := int32(1)
+	if set.Spec.Replicas != nil {
+		replicas = *set.Spec.Replicas
+	}
+	start := int32(0)
+	if set.Spec.Ordinals != nil {
+		start = set.Spec.Ordinals.Start
+	}
+	return set.DeletionTimestamp == nil && int32(ordinal) >= start && int32(ordinal) < start+replicas, nil
+}
+
+// reserve keeps the address for the pod's name: the next pod of that name gets it back.
+func (r *floatingIPReconciler) reserve(ctx context.Context, f *braidv1.FloatingIP) error {
+	if f.Spec.PodUID == "" {
+		return nil
+	}
+	f.Spec.PodUID = ""
+	if err := r.Update(ctx, f); err != nil {
+		return fmt.Errorf("reserve FloatingIP %s: %w", f.Name, err)
+	}
+	return nil
+}
+
+// release gives the address back: at once when the pool has no cool-down, otherwise by marking it Released
+// so that the cool-down survives a restart of the server.
+func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingIP) (ctrl.Result, error) {
+	cooldown := r.cooldown(f)
+	r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
+	if cooldown <= 0 {
+		return ctrl.Result{}, r.delete(ctx, f)
+	}
+	f.Status.Phase = braidv1.FloatingIPReleased
+	f.Status.ReleasedAt = &metav1.Time{Time: r.state.now()}
+	if err := r.Status().Update(ctx, f); err != nil {
+		return ctrl.Result{}, fmt.Errorf("release FloatingIP %s: %w", f.Name, err)
+	}
+	r.state.observe(f)
+	return ctrl.Result{RequeueAfter: cooldown}, nil
+}
+
+// expire deletes a released FloatingIP once its pool's cool-down has passed.
+func (r *floatingIPReconciler) expire(ctx context.Context, f *braidv1.FloatingIP) (ctrl.Result, error) {
+	if f.Status.ReleasedAt != nil {
+		if left := r.cooldown(f) - r.state.now().Sub(f.Status.ReleasedAt.Time); left > 0 {
+			return ctrl.Result{RequeueAfter: left}, nil
+		}
+	}
+	return ctrl.Result{}, r.delete(ctx, f)
+}
+
+func (r *floatingIPReconciler) delete(ctx context.Context, f *braidv1.FloatingIP) error {
+	err := r.Delete(ctx, f, client.Preconditions{UID: &f.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete FloatingIP %s: %w", f.Name, err)
+	}
+	r.state.forget(f)
+	return nil
+}
+
+func (r *floatingIPReconciler) cooldown(f *braidv1.FloatingIP) time.Duration {
+	m, ok := r.state.alloc.Model(f.Spec.Pool)
+	if !ok {
+		return 0 // the pool is gone or invalid: nothing to cool down for
+	}
+	return m.Cooldown
+}
+
+func splitKey(key string) (namespace, name string, err error) {
+	for i := range len(key) {
+		if key[i] == '/' {
+			return key[:i], key[i+1:], nil
+		}
+	}
+	return "", "", fmt.Errorf("%q is not namespace/name", key)
+}

@@ -1,0 +1,474 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/allocator"
+	"github.com/braid-cni/braid/ipam-server/internal/assignment"
+	"github.com/braid-cni/braid/ipam-server/internal/pool"
+	"github.com/braid-cni/braid/ipam-server/internal/podnet"
+)
+
+// Event reasons on pods; the same strings label the failures metric.
+const (
+	ReasonPoolExhausted        = "PoolExhausted"
+	ReasonNoEligiblePool       = "NoEligiblePool"
+	ReasonAddressTaken         = "RequestedAddressTaken"
+	ReasonAddressOutsidePool   = "RequestedAddressOutsidePool"
+	ReasonInvalidNetworks      = "InvalidNetworks"
+	ReasonInvalidNetworkConfig = "InvalidNetworkConfig"
+)
+
+// statefulSetAnnotation on a FloatingIP names the StatefulSet that owned its pod, so the ordinal can be kept
+// after the pod is gone.
+const statefulSetAnnotation = "braid.dev/statefulset"
+
+// retryFailed is how soon a pod whose allocation failed is tried again (the allocator answers from memory).
+const retryFailed = time.Second
+
+// failure is an allocation failure the pod's owner must see: an Event, the annotation, the metric.
+type failure struct {
+	reason, msg string
+}
+
+func (f *failure) Error() string { return f.msg }
+
+// podReconciler serves pods that ask for braid-ipam networks once they are bound to a node.
+type podReconciler struct {
+	client.Client
+	state   *state
+	events  events.EventRecorder
+	metrics *Metrics
+
+	written sync.Map // pod UID -> annotation value this process wrote, to skip identical patches
+}
+
+func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if !r.state.ready.Load() {
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
+		// A deleted pod's addresses are released by the FloatingIP controller, by policy.
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil ||
+		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return ctrl.Result{}, nil
+	}
+	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace)
+	if err != nil {
+		r.fail(pod, &failure{ReasonInvalidNetworks, err.Error()}, "")
+		return ctrl.Result{}, nil
+	}
+
+	result := assignment.Assignments{PodUID: string(pod.UID), Interfaces: map[string]assignment.Interface{}}
+	held := r.heldBy(ctx, pod)
+	retry := false
+	for _, sel := range sels {
+		conf, uses, err := r.braidIPAM(ctx, sel)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !uses {
+			continue
+		}
+		iface, err := r.serve(ctx, pod, sel, conf, held[sel.Interface])
+		var f *failure
+		switch {
+		case errors.As(err, &f):
+			iface.Error = f.msg
+			r.fail(pod, f, pod.Annotations[assignment.Annotation])
+			retry = true
+		case err != nil:
+			return ctrl.Result{}, err
+		}
+		iface.Network = sel.Key()
+		result.Interfaces[sel.Interface] = iface
+	}
+	if len(result.Interfaces) == 0 {
+		return ctrl.Result{}, nil
+	}
+	if err := r.publish(ctx, pod, result); err != nil {
+		return ctrl.Result{}, err
+	}
+	if retry {
+		return ctrl.Result{RequeueAfter: retryFailed}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// braidIPAM resolves a selection's NAD and reports whether it uses braid-ipam. A missing NAD is the
+// meta-plugin's error to report, not ours; a NAD whose braid-ipam section is broken fails the interface.
+func (r *podReconciler) braidIPAM(ctx context.Context, sel podnet.Selection) (podnet.IPAMConf, bool, error) {
+	nad := &nadv1.NetworkAttachmentDefinition{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: sel.Namespace, Name: sel.Name}, nad); err != nil {
+		return podnet.IPAMConf{}, false, client.IgnoreNotFound(err)
+	}
+	conf, uses, err := podnet.BraidIPAM(nad.Spec.Config)
+	if err != nil {
+		// Still ours to report: pools are what the server reads from the NAD.
+		return podnet.IPAMConf{Type: podnet.IPAMType}, uses, nil
+	}
+	return conf, uses, nil
+}
+
+// heldBy returns the pod's FloatingIPs (cached, plus those just created here) by interface, excluding
+// released ones and those of a previous pod of the same name that are due for release.
+func (r *podReconciler) heldBy(ctx context.Context, pod *corev1.Pod) map[string][]braidv1.FloatingIP {
+	key := pod.Namespace + "/" + pod.Name
+	list := &braidv1.FloatingIPList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexPod: key}); err != nil {
+		list.Items = nil
+	}
+	seen := map[string]bool{}
+	out := map[string][]braidv1.FloatingIP{}
+	for _, f := range append(list.Items, r.state.pendingFor(key)...) {
+		if seen[f.Name] || f.Status.Phase == braidv1.FloatingIPReleased {
+			continue
+		}
+		seen[f.Name] = true
+		stale := f.Spec.PodUID != "" && f.Spec.PodUID != string(pod.UID)
+		if stale && effectivePolicy(&f) == braidv1.ReleaseOnPodDeletion {
+			continue // the FloatingIP controller releases it
+		}
+		out[f.Spec.Interface] = append(out[f.Spec.Interface], f)
+	}
+	return out
+}
+
+// candidate is an eligible pool for an interface.
+type candidate struct {
+	name  string
+	model pool.Model
+}
+
+// serve makes sure one interface holds an address of every family its network's pools offer (or exactly the
+// static addresses it asked for), and describes them.
+func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, conf podnet.IPAMConf,
+	held []braidv1.FloatingIP) (assignment.Interface, error) {
+	if len(conf.Pools) == 0 {
+		return assignment.Interface{}, &failure{ReasonInvalidNetworkConfig,
+			fmt.Sprintf("network %s: ipam.pools must name at least one IPPool", sel.Key())}
+	}
+	eligible, families, why, err := r.eligiblePools(ctx, pod, conf.Pools)
+	if err != nil {
+		return assignment.Interface{}, err
+	}
+
+	var got []braidv1.FloatingIP
+	covered := map[bool]bool{} // is4 -> has an address
+	for i := range held {
+		f := &held[i]
+		if f.Spec.Network != sel.Key() {
+			continue
+		}
+		if f.Spec.PodUID != string(pod.UID) || f.Spec.Node != pod.Spec.NodeName {
+			if err := r.rebind(ctx, pod, f); err != nil {
+				return assignment.Interface{}, err
+			}
+		}
+		addr, _ := netip.ParseAddr(f.Spec.IP)
+		covered[addr.Is4()] = true
+		got = append(got, *f)
+	}
+
+	if len(sel.IPs) > 0 {
+		for _, addr := range sel.IPs {
+			if slices.ContainsFunc(got, func(f braidv1.FloatingIP) bool { return f.Spec.IP == addr.String() }) {
+				continue
+			}
+			f, err := r.claim(ctx, pod, sel, eligible, addr)
+			if err != nil {
+				return describe(got, eligible), err
+			}
+			got = append(got, *f)
+		}
+		return describe(got, eligible), nil
+	}
+
+	for _, is4 := range families {
+		if covered[is4] {
+			continue
+		}
+		f, err := r.allocate(ctx, pod, sel, eligible, is4, why)
+		if err != nil {
+			return describe(got, eligible), err
+		}
+		got = append(got, *f)
+	}
+	return describe(got, eligible), nil
+}
+
+// eligiblePools returns the named pools that exist, are valid, and match the pod's node and namespace, in
+// the NAD's order; the families the named pools offer (IPv4 first if named first); and why pools were skipped.
+func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, names []string) ([]candidate, []bool, []string, error) {
+	var eligible []candidate
+	var families []bool
+	var why []string
+	for _, name := range names {
+		ipp := &braidv1.IPPool{}
+		if err := r.Get(ctx, types.NamespacedName{Name: name}, ipp); err != nil {
+			if apierrors.IsNotFound(err) {
+				why = append(why, fmt.Sprintf("IPPool %s not found", name))
+				continue
+			}
+			return nil, nil, nil, err
+		}
+		m, ok := r.state.alloc.Model(name)
+		if !ok {
+			why = append(why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
+			continue
+		}
+		if is4 := m.Prefix.Addr().Is4(); !slices.Contains(families, is4) {
+			families = append(families, is4)
+		}
+		match, reason, err := r.matches(ctx, pod, ipp)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if !match {
+			why = append(why, fmt.Sprintf("IPPool %s: %s", name, reason))
+			continue
+		}
+		eligible = append(eligible, candidate{name: name, model: m})
+	}
+	if len(families) == 0 {
+		return nil, nil, why, &failure{ReasonNoEligiblePool, "no eligible pool: " + strings.Join(why, "; ")}
+	}
+	return eligible, families, why, nil
+}
+
+// matches checks a pool's node and namespace selectors against the pod's node and namespace.
+func (r *podReconciler) matches(ctx context.Context, pod *corev1.Pod, ipp *braidv1.IPPool) (bool, string, error) {
+	if sel := ipp.Spec.NodeSelector; sel != nil {
+		node := &corev1.Node{}
+		if err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node); err != nil {
+			if apierrors.IsNotFound(err) {
+				return false, fmt.Sprintf("node %s not found for nodeSelector", pod.Spec.NodeName), nil
+			}
+			return false, "", err
+		}
+		ok, err := selects(sel, node.Labels)
+		if err != nil || !ok {
+			return false, fmt.Sprintf("nodeSelector does not match node %s", pod.Spec.NodeName), nil
+		}
+	}
+	if sel := ipp.Spec.NamespaceSelector; sel != nil {
+		ns := &corev1.Namespace{}
+		if err := r.Get(ctx, types.NamespacedName{Name: pod.Namespace}, ns); err != nil {
+			return false, "", client.IgnoreNotFound(err)
+		}
+		ok, err := selects(sel, ns.Labels)
+		if err != nil || !ok {
+			return false, fmt.Sprintf("namespaceSelector does not match namespace %s", pod.Namespace), nil
+		}
+	}
+	return true, "", nil
+}
+
+func selects(sel *metav1.LabelSelector, set map[string]string) (bool, error) {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false, err
+	}
+	return s.Matches(labels.Set(set)), nil
+}
+
+// allocate takes a free address of one family from the first eligible pool that has one.
+func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
+	is4 bool, why []string) (*braidv1.FloatingIP, error) {
+	family := map[bool]string{true: "IPv4", false: "IPv6"}[is4]
+	var exhausted []string
+	for _, c := range eligible {
+		if c.model.Prefix.Addr().Is4() != is4 {
+			continue
+		}
+		// An address whose FloatingIP exists already (the cache lagged) is marked held and the next one tried.
+		for range 64 {
+			addr, err := r.state.alloc.Allocate(c.name, r.state.now())
+			if errors.Is(err, allocator.ErrExhausted) {
+				exhausted = append(exhausted, err.Error())
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			f, err := r.create(ctx, pod, sel, c, addr)
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				_ = r.state.alloc.Release(c.name, addr, time.Time{})
+				return nil, err
+			}
+			return f, nil
+		}
+	}
+	if len(exhausted) > 0 {
+		return nil, &failure{ReasonPoolExhausted, fmt.Sprintf("network %s: no free %s address: %s", sel.Key(), family, strings.Join(exhausted, "; "))}
+	}
+	return nil, &failure{ReasonNoEligiblePool, fmt.Sprintf("network %s: no eligible %s pool: %s", sel.Key(), family, strings.Join(why, "; "))}
+}
+
+// claim holds a static address the pod asked for with "ips".
+func (r *podReconciler) claim(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
+	addr netip.Addr) (*braidv1.FloatingIP, error) {
+	for _, c := range eligible {
+		if !c.model.Prefix.Contains(addr) {
+			continue
+		}
+		err := r.state.alloc.Claim(c.name, addr)
+		switch {
+		case errors.Is(err, allocator.ErrTaken):
+			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held in IPPool %s", sel.Key(), addr, c.name)}
+		case errors.Is(err, allocator.ErrNotUsable):
+			return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is not usable in IPPool %s (outside its ranges, excluded, or its gateway)", sel.Key(), addr, c.name)}
+		case err != nil:
+			return nil, err
+		}
+		f, err := r.create(ctx, pod, sel, c, addr)
+		if apierrors.IsAlreadyExists(err) {
+			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s)", sel.Key(), addr, FloatingIPName(c.name, addr))}
+		}
+		if err != nil {
+			_ = r.state.alloc.Release(c.name, addr, time.Time{})
+			return nil, err
+		}
+		return f, nil
+	}
+	return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is outside every eligible pool", sel.Key(), addr)}
+}
+
+// create records the address in the API server: the FloatingIP's name makes the address this pod's alone.
+func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, c candidate, addr netip.Addr) (*braidv1.FloatingIP, error) {
+	f := &braidv1.FloatingIP{
+		ObjectMeta: metav1.ObjectMeta{Name: FloatingIPName(c.name, addr)},
+		Spec: braidv1.FloatingIPSpec{
+			IP: addr.String(), Pool: c.name, Pod: pod.Namespace + "/" + pod.Name, PodUID: string(pod.UID),
+			Interface: sel.Interface, Network: sel.Key(), Node: pod.Spec.NodeName, ReleasePolicy: c.model.Policy,
+		},
+	}
+	if owner := metav1.GetControllerOf(pod); owner != nil && owner.Kind == "StatefulSet" {
+		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name}
+	}
+	if err := r.Create(ctx, f); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			_ = r.state.alloc.Hold(c.name, addr)
+		}
+		return nil, err
+	}
+	r.state.created(f)
+	r.metrics.Allocations.WithLabelValues(c.name).Inc()
+	return f, nil
+}
+
+// rebind gives a reserved FloatingIP (StatefulSet ordinal, Never policy, admin reservation for this pod name)
+// to the pod that now carries that name.
+func (r *podReconciler) rebind(ctx context.Context, pod *corev1.Pod, f *braidv1.FloatingIP) error {
+	f.Spec.PodUID = string(pod.UID)
+	f.Spec.Node = pod.Spec.NodeName
+	if err := r.Update(ctx, f); err != nil {
+		return fmt.Errorf("rebind FloatingIP %s to pod %s/%s: %w", f.Name, pod.Namespace, pod.Name, err)
+	}
+	return nil
+}
+
+// describe renders the addresses of an interface with their pools' gateway, routes and DNS.
+func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface {
+	var out assignment.Interface
+	models := map[string]pool.Model{}
+	for _, c := range pools {
+		models[c.name] = c.model
+	}
+	for _, f := range fips {
+		m, ok := models[f.Spec.Pool]
+		addr, err := netip.ParseAddr(f.Spec.IP)
+		if !ok || err != nil {
+			continue
+		}
+		a := assignment.Address{Pool: f.Spec.Pool, FloatingIP: f.Name, CIDR: netip.PrefixFrom(addr, m.Prefix.Bits()).String()}
+		if m.Gateway.IsValid() {
+			a.Gateway = m.Gateway.String()
+		}
+		out.Addresses = append(out.Addresses, a)
+		for _, rt := range m.Routes {
+			route := assignment.Route{Dst: rt.Dst.String()}
+			if rt.GW.IsValid() {
+				route.GW = rt.GW.String()
+			}
+			out.Routes = append(out.Routes, route)
+		}
+		if m.DNS != nil {
+			if out.DNS == nil {
+				out.DNS = &assignment.DNS{Domain: m.DNS.Domain, Search: m.DNS.Search, Options: m.DNS.Options}
+			}
+			out.DNS.Nameservers = append(out.DNS.Nameservers, m.DNS.Nameservers...)
+		}
+	}
+	return out
+}
+
+// publish writes the assignment annotation on the pod when it changed.
+func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignment.Assignments) error {
+	value := a.Encode()
+	if pod.Annotations[assignment.Annotation] == value {
+		return nil
+	}
+	if last, ok := r.written.Load(pod.UID); ok && last == value {
+		return nil
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[assignment.Annotation] = value
+	if err := r.Patch(ctx, pod, patch); err != nil {
+		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	r.written.Store(pod.UID, value)
+	complete := true
+	for _, iface := range a.Interfaces {
+		complete = complete && iface.Error == ""
+	}
+	if complete {
+		r.metrics.Latency.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
+	}
+	return nil
+}
+
+// fail reports a failure on the pod, once per distinct message.
+func (r *podReconciler) fail(pod *corev1.Pod, f *failure, current string) {
+	r.metrics.Failures.WithLabelValues(f.reason).Inc()
+	if strings.Contains(current, jsonQuote(f.msg)) {
+		return // the annotation says so already: one Event per distinct failure
+	}
+	r.events.Eventf(pod, nil, corev1.EventTypeWarning, f.reason, "AllocateAddress", "%s", f.msg)
+}
+
+func jsonQuote(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return s
+	}
+	return string(b)
+}

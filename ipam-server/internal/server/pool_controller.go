@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/pool"
+)
+
+// Pool conditions.
+const (
+	ConditionReady     = "Ready"
+	ConditionExhausted = "Exhausted"
+)
+
+// poolResync keeps status true while addresses leave their cool-down with no event to say so.
+const poolResync = 30 * time.Second
+
+// poolReconciler loads pools into the allocator and keeps their status (total / used / free, conditions) true.
+type poolReconciler struct {
+	client.Client
+	state   *state
+	metrics *Metrics
+}
+
+func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if !r.state.ready.Load() {
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
+	p := &braidv1.IPPool{}
+	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			r.state.alloc.RemovePool(req.Name)
+			r.metrics.PoolUsed.DeleteLabelValues(req.Name)
+			r.metrics.PoolFree.DeleteLabelValues(req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	status := p.Status.DeepCopy()
+	status.ObservedGeneration = p.Generation
+	if err := r.load(ctx, p); err != nil {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
+			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
+		return ctrl.Result{}, r.writeStatus(ctx, p, status)
+	}
+	st, err := r.state.alloc.Stats(p.Name, r.state.now())
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	status.Total, status.Used, status.Free = st.Total.String(), st.Used, st.Free.String()
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue,
+		Reason: "Valid", Message: "pool is valid and serving", ObservedGeneration: p.Generation})
+	exhausted := metav1.Condition{Type: ConditionExhausted, Status: metav1.ConditionFalse, Reason: "AddressesFree",
+		Message: st.Free.String() + " addresses free", ObservedGeneration: p.Generation}
+	if st.Free.Sign() <= 0 {
+		exhausted.Status, exhausted.Reason = metav1.ConditionTrue, "NoAddressFree"
+		exhausted.Message = fmt.Sprintf("all %s addresses are held or cooling down", st.Total)
+	}
+	meta.SetStatusCondition(&status.Conditions, exhausted)
+	free, _ := st.Free.Float64()
+	r.metrics.PoolUsed.WithLabelValues(p.Name).Set(float64(st.Used))
+	r.metrics.PoolFree.WithLabelValues(p.Name).Set(free)
+	return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
+}
+
+// load validates the pool and (re)loads it into the allocator; a pool seen for the first time also gets the
+// addresses its FloatingIPs already hold, which may have been observed before the pool existed.
+func (r *poolReconciler) load(ctx context.Context, p *braidv1.IPPool) error {
+	m, err := pool.Parse(p.Spec)
+	if err != nil {
+		r.state.alloc.RemovePool(p.Name)
+		return err
+	}
+	if r.state.alloc.SetPool(p.Name, m) {
+		list := &braidv1.FloatingIPList{}
+		if err := r.List(ctx, list, client.MatchingFields{indexPool: p.Name}); err != nil {
+			return fmt.Errorf("list FloatingIPs of pool %s: %w", p.Name, err)
+		}
+		for i := range list.Items {
+			r.state.observe(&list.Items[i])
+		}
+	}
+	return nil
+}
+
+func (r *poolReconciler) writeStatus(ctx context.Context, p *braidv1.IPPool, status *braidv1.IPPoolStatus) error {
+	if equality.Semantic.DeepEqual(&p.Status, status) {
+		return nil
+	}
+	p.Status = *status
+	if err := r.Status().Update(ctx, p); err != nil {
+		return fmt.Errorf("update status of IPPool %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// loadAll rebuilds the allocator from the API server: every valid pool, then every FloatingIP.
+func loadAll(ctx context.Context, c client.Reader, s *state) error {
+	pools := &braidv1.IPPoolList{}
+	if err := c.List(ctx, pools); err != nil {
+		return fmt.Errorf("list IPPools: %w", err)
+	}
+	for i := range pools.Items {
+		if m, err := pool.Parse(pools.Items[i].Spec); err == nil {
+			s.alloc.SetPool(pools.Items[i].Name, m)
+		}
+	}
+	fips := &braidv1.FloatingIPList{}
+	if err := c.List(ctx, fips); err != nil {
+		return fmt.Errorf("list FloatingIPs: %w", err)
+	}
+	for i := range fips.Items {
+		s.observe(&fips.Items[i])
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+// Package server is braid-ipam-server: controller-runtime reconcilers around the pure allocator. Pods asking
+// for braid-ipam networks get FloatingIPs once bound to a node; release follows the pool's policy; pool status
+// stays true. Only the elected leader writes; the in-memory state is rebuilt from the API server before it serves.
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/podnet"
+)
+
+// Cache indexes on FloatingIPs.
+const (
+	indexPod         = "spec.pod"
+	indexPool        = "spec.pool"
+	indexStatefulSet = "statefulset" // namespace/name of the StatefulSet that owned the pod
+)
+
+// Options configure the server.
+type Options struct {
+	// LeaderElection makes replicas safe: only the leader reconciles.
+	LeaderElection          bool
+	LeaderElectionID        string
+	LeaderElectionNamespace string
+	LeaseDuration           time.Duration
+	RenewDeadline           time.Duration
+	RetryPeriod             time.Duration
+	// MetricsAddr serves /metrics ("0" disables); ProbeAddr serves /healthz and /readyz ("0" disables).
+	MetricsAddr string
+	ProbeAddr   string
+	// Resync is how often every object is reconciled again, as a safety net for missed events.
+	Resync time.Duration
+	// Workers is the number of concurrent pod reconciles.
+	Workers int
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+	// Registry receives the metrics; nil means controller-runtime's registry, served on MetricsAddr.
+	Registry prometheus.Registerer
+}
+
+// Scheme returns the types the server reads and writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, braidv1.AddToScheme, nadv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// New builds the manager with the server's controllers; Start it to run.
+func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Workers == 0 {
+		opts.Workers = 8
+	}
+	if opts.LeaderElectionID == "" {
+		opts.LeaderElectionID = "braid-ipam-server"
+	}
+	resync := opts.Resync
+	mgrOpts := ctrl.Options{
+		Scheme:                        scheme,
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:        opts.ProbeAddr,
+		Cache:                         cache.Options{SyncPeriod: &resync},
+	}
+	if opts.Resync == 0 {
+		mgrOpts.Cache.SyncPeriod = nil
+	}
+	if opts.LeaseDuration > 0 {
+		mgrOpts.LeaseDuration, mgrOpts.RenewDeadline, mgrOpts.RetryPeriod = &opts.LeaseDuration, &opts.RenewDeadline, &opts.RetryPeriod
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
+	s := newState(opts.Now)
+	if opts.Registry == nil {
+		opts.Registry = metrics.Registry
+	}
+	m := NewMetrics(opts.Registry)
+	if err := setup(mgr, s, m, opts.Workers); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	for name, fn := range map[string]func(*braidv1.FloatingIP) string{
+		indexPod:  func(f *braidv1.FloatingIP) string { return f.Spec.Pod },
+		indexPool: func(f *braidv1.FloatingIP) string { return f.Spec.Pool },
+		indexStatefulSet: func(f *braidv1.FloatingIP) string {
+			if set := f.Annotations[statefulSetAnnotation]; set != "" {
+				if ns, _, err := splitKey(f.Spec.Pod); err == nil {
+					return ns + "/" + set
+				}
+			}
+			return ""
+		},
+	} {
+		if err := idx.IndexField(ctx, &braidv1.FloatingIP{}, name, func(o client.Object) []string {
+			if v := fn(o.(*braidv1.FloatingIP)); v != "" {
+				return []string{v}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("index FloatingIPs by %s: %w", name, err)
+		}
+	}
+
+	// Every replica keeps the allocator in step with the FloatingIPs it sees, so a new leader starts warm.
+	inf, err := mgr.GetCache().GetInformer(ctx, &braidv1.FloatingIP{})
+	if err != nil {
+		return fmt.Errorf("FloatingIP informer: %w", err)
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { observeObj(s, o) },
+		UpdateFunc: func(_, o any) { observeObj(s, o) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if f, ok := o.(*braidv1.FloatingIP); ok {
+				s.forget(f)
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("FloatingIP handler: %w", err)
+	}
+
+	// The leader rebuilds from the API server before any reconciler serves (they wait on s.ready).
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return fmt.Errorf("cache did not sync")
+		}
+		if err := loadAll(ctx, mgr.GetClient(), s); err != nil {
+			return err
+		}
+		s.ready.Store(true)
+		ctrl.Log.WithName("braid-ipam-server").Info("state rebuilt from the API server; serving")
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("rebuilt", func(*http.Request) error {
+		select {
+		case <-mgr.Elected():
+			if !s.ready.Load() {
+				return fmt.Errorf("leader is rebuilding its state from the API server")
+			}
+		default: // a standby is ready once its cache has synced
+			if !mgr.GetCache().WaitForCacheSync(context.Background()) {
+				return fmt.Errorf("cache not synced")
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	c := mgr.GetClient()
+	fipToPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		f := o.(*braidv1.FloatingIP)
+		ns, name, err := splitKey(f.Spec.Pod)
+		if err != nil {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+	})
+	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetAnnotations()[podnet.NetworksAnnotation] != ""
+	})
+	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
+		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks)).
+		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
+		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(&podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m}); err != nil {
+		return err
+	}
+
+	podToFIPs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return fipRequests(ctx, c, client.MatchingFields{indexPod: o.GetNamespace() + "/" + o.GetName()})
+	})
+	setToFIPs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return fipRequests(ctx, c, client.MatchingFields{indexStatefulSet: o.GetNamespace() + "/" + o.GetName()})
+	})
+	if err := ctrl.NewControllerManagedBy(mgr).Named("floatingips").
+		For(&braidv1.FloatingIP{}).
+		Watches(&corev1.Pod{}, podToFIPs, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+			UpdateFunc: func(event.UpdateEvent) bool { return false },
+		})).
+		Watches(&appsv1.StatefulSet{}, setToFIPs).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(&floatingIPReconciler{Client: c, state: s, metrics: m}); err != nil {
+		return err
+	}
+
+	fipToPool := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*braidv1.FloatingIP).Spec.Pool}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("ippools").
+		For(&braidv1.IPPool{}).
+		Watches(&braidv1.FloatingIP{}, fipToPool).
+		Complete(&poolReconciler{Client: c, state: s, metrics: m})
+}
+
+func observeObj(s *state, o any) {
+	if f, ok := o.(*braidv1.FloatingIP); ok {
+		s.observe(f)
+	}
+}
+
+func fipRequests(ctx context.Context, c client.Reader, sel client.MatchingFields) []reconcile.Request {
+	list := &braidv1.FloatingIPList{}
+	if err := c.List(ctx, list, sel); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, f := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: f.Name}})
+	}
+	return out
+}

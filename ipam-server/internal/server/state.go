@@ -1,0 +1,85 @@
+package server
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/allocator"
+)
+
+// state is the server's in-memory view: the allocator, fed by the FloatingIP informer and by the server's
+// own writes, and the FloatingIPs this process created that its cache has not shown yet. The view may lag the
+// API server; correctness rests on FloatingIP names, which the API server keeps unique.
+type state struct {
+	alloc *allocator.Allocator
+	now   func() time.Time
+	ready atomic.Bool // rebuilt from the API server; pods are served only then
+
+	mu      sync.Mutex
+	pending map[string]map[string]*braidv1.FloatingIP // pod key -> FloatingIP name -> object just created
+}
+
+func newState(now func() time.Time) *state {
+	return &state{alloc: allocator.New(), now: now, pending: map[string]map[string]*braidv1.FloatingIP{}}
+}
+
+// observe applies a FloatingIP seen in the API (informer add/update, or the rebuild list) to the allocator.
+func (s *state) observe(f *braidv1.FloatingIP) {
+	addr, err := netip.ParseAddr(f.Spec.IP)
+	if err != nil {
+		return
+	}
+	if f.Status.Phase == braidv1.FloatingIPReleased && f.Status.ReleasedAt != nil {
+		_ = s.alloc.Release(f.Spec.Pool, addr, f.Status.ReleasedAt.Time)
+	} else {
+		_ = s.alloc.Hold(f.Spec.Pool, addr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if names, ok := s.pending[f.Spec.Pod]; ok {
+		delete(names, f.Name)
+		if len(names) == 0 {
+			delete(s.pending, f.Spec.Pod)
+		}
+	}
+}
+
+// forget applies a FloatingIP's deletion: its address is released now, unless it was already cooling down.
+func (s *state) forget(f *braidv1.FloatingIP) {
+	addr, err := netip.ParseAddr(f.Spec.IP)
+	if err != nil {
+		return
+	}
+	if f.Status.Phase != braidv1.FloatingIPReleased {
+		_ = s.alloc.Release(f.Spec.Pool, addr, s.now())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if names, ok := s.pending[f.Spec.Pod]; ok {
+		delete(names, f.Name)
+	}
+}
+
+// created records a FloatingIP this process just created, until the cache shows it.
+func (s *state) created(f *braidv1.FloatingIP) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending[f.Spec.Pod] == nil {
+		s.pending[f.Spec.Pod] = map[string]*braidv1.FloatingIP{}
+	}
+	s.pending[f.Spec.Pod][f.Name] = f.DeepCopy()
+}
+
+// pendingFor returns the FloatingIPs of a pod created here and not yet in the cache.
+func (s *state) pendingFor(podKey string) []braidv1.FloatingIP {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]braidv1.FloatingIP, 0, len(s.pending[podKey]))
+	for _, f := range s.pending[podKey] {
+		out = append(out, *f)
+	}
+	return out
+}
