@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -61,6 +62,8 @@ type Options struct {
 	Now func() time.Time
 	// Registry receives the metrics; nil means controller-runtime's registry, served on MetricsAddr.
 	Registry prometheus.Registerer
+	// InProcessReplica lets tests run several replicas in one process (controller names repeat).
+	InProcessReplica bool
 }
 
 // Scheme returns the types the server reads and writes.
@@ -99,12 +102,17 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache:                         cache.Options{SyncPeriod: &resync},
+		Controller:                    config.Controller{SkipNameValidation: &opts.InProcessReplica},
 	}
 	if opts.Resync == 0 {
 		mgrOpts.Cache.SyncPeriod = nil
 	}
 	if opts.LeaseDuration > 0 {
 		mgrOpts.LeaseDuration, mgrOpts.RenewDeadline, mgrOpts.RetryPeriod = &opts.LeaseDuration, &opts.RenewDeadline, &opts.RetryPeriod
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 {
+		cfg.QPS = -1 // no client-side throttling: the API server's priority and fairness protects it
 	}
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
