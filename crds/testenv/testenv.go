@@ -96,6 +96,20 @@ func Start(t testing.TB) *Env {
 	return e
 }
 
+// WriteKubeconfig writes a kubeconfig for a user of the given groups (e.g. "system:masters", or a node's
+// "system:nodes") to path, for binaries under test that read a kubeconfig file as they do in production.
+func (e *Env) WriteKubeconfig(path, user string, groups ...string) error {
+	u, err := e.env.AddUser(envtest.User{Name: user, Groups: groups}, nil)
+	if err != nil {
+		return fmt.Errorf("testenv: add user %s: %w", user, err)
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("testenv: kubeconfig for %s: %w", user, err)
+	}
+	return os.WriteFile(path, kc, 0o600)
+}
+
 // Namespace creates a namespace with a unique name for one test.
 func (e *Env) Namespace(t testing.TB) string {
 	t.Helper()

@@ -1,15 +1,22 @@
-// Command braid-ipam is the braid-ipam CNI IPAM plugin.
-//
-// This build carries only the entry point: the component is not implemented yet (issue 3), so the binary
-// refuses to run rather than pretend to work.
+// Command braid-ipam is braid's node-side CNI IPAM plugin: it returns the Floating IPs braid-ipam-server
+// assigned to a pod's interface, for macvlan, bridge, host-device or SR-IOV delegates.
 package main
 
 import (
-	"fmt"
-	"os"
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/braid-cni/braid/ipam-server/internal/plugin"
 )
 
+func init() {
+	// CNI plugins keep to one OS thread, like the reference plugins.
+	runtime.LockOSThread()
+}
+
 func main() {
-	fmt.Fprintln(os.Stderr, "braid-ipam: not implemented in this build (see issue 3)")
-	os.Exit(1)
+	p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig}
+	skel.PluginMainFuncs(p.Funcs(), version.All, "braid-ipam: serves braid-ipam-server's Floating IPs")
 }

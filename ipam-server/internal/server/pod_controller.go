@@ -86,6 +86,11 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	retry := false
 	for _, sel := range sels {
 		conf, uses, err := r.braidIPAM(ctx, sel)
+		if apierrors.IsNotFound(err) {
+			// The NAD may be newer than our cache, or not created yet; the meta-plugin reports a missing one.
+			retry = true
+			continue
+		}
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -106,6 +111,9 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		result.Interfaces[sel.Interface] = iface
 	}
 	if len(result.Interfaces) == 0 {
+		if retry {
+			return ctrl.Result{RequeueAfter: retryFailed}, nil
+		}
 		return ctrl.Result{}, nil
 	}
 	if err := r.publish(ctx, pod, result); err != nil {
@@ -117,12 +125,12 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	return ctrl.Result{}, nil
 }
 
-// braidIPAM resolves a selection's NAD and reports whether it uses braid-ipam. A missing NAD is the
-// meta-plugin's error to report, not ours; a NAD whose braid-ipam section is broken fails the interface.
+// braidIPAM resolves a selection's NAD and reports whether it uses braid-ipam; a NAD whose braid-ipam
+// section is broken fails the interface.
 func (r *podReconciler) braidIPAM(ctx context.Context, sel podnet.Selection) (podnet.IPAMConf, bool, error) {
 	nad := &nadv1.NetworkAttachmentDefinition{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: sel.Namespace, Name: sel.Name}, nad); err != nil {
-		return podnet.IPAMConf{}, false, client.IgnoreNotFound(err)
+		return podnet.IPAMConf{}, false, err
 	}
 	conf, uses, err := podnet.BraidIPAM(nad.Spec.Config)
 	if err != nil {

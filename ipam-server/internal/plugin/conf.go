@@ -1,0 +1,89 @@
+// Package plugin is braid-ipam, the node-side CNI IPAM plugin. It never allocates: it reads the addresses
+// braid-ipam-server recorded on the pod (read-only API access) and returns them as a CNI result.
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
+const DefaultKubeconfig = "/etc/cni/net.d/braid.d/braid.kubeconfig"
+
+// DefaultTimeout bounds how long ADD waits for the server to record an assignment.
+const DefaultTimeout = 10 * time.Second
+
+// Conf is a network config whose ipam section is braid-ipam's.
+type Conf struct {
+	types.NetConf
+	IPAM IPAMConf `json:"ipam"`
+}
+
+// IPAMConf is braid-ipam's section.
+type IPAMConf struct {
+	Type       string   `json:"type"`
+	Pools      []string `json:"pools"`
+	Kubeconfig string   `json:"kubeconfig,omitempty"`
+	Timeout    string   `json:"timeout,omitempty"`
+
+	timeout time.Duration
+}
+
+// parseConf reads stdin's config; errors name the field (CNI code 7).
+func parseConf(stdin []byte) (*Conf, error) {
+	c := &Conf{}
+	if err := json.Unmarshal(stdin, c); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "braid-ipam: network config is not valid JSON", err.Error())
+	}
+	bad := func(field, msg string) error {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("braid-ipam: %s: %s", field, msg), "")
+	}
+	if c.IPAM.Type != "braid-ipam" {
+		return nil, bad("ipam.type", fmt.Sprintf("is %q, want \"braid-ipam\"", c.IPAM.Type))
+	}
+	if len(c.IPAM.Pools) == 0 {
+		return nil, bad("ipam.pools", `must name at least one IPPool, e.g. "pools": ["mgmt-rack1"]`)
+	}
+	if c.IPAM.Kubeconfig == "" {
+		c.IPAM.Kubeconfig = DefaultKubeconfig
+	}
+	c.IPAM.timeout = DefaultTimeout
+	if c.IPAM.Timeout != "" {
+		d, err := time.ParseDuration(c.IPAM.Timeout)
+		if err != nil || d <= 0 {
+			return nil, bad("ipam.timeout", fmt.Sprintf("%q is not a positive duration such as \"10s\"", c.IPAM.Timeout))
+		}
+		c.IPAM.timeout = d
+	}
+	return c, nil
+}
+
+// podArgs are the Kubernetes keys of CNI_ARGS.
+type podArgs struct {
+	Namespace, Name, UID string
+}
+
+// parseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from CNI_ARGS, ignoring other keys.
+func parseArgs(args string) (podArgs, error) {
+	var p podArgs
+	for _, kv := range strings.Split(args, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			p.Namespace = v
+		case "K8S_POD_NAME":
+			p.Name = v
+		case "K8S_POD_UID":
+			p.UID = v
+		}
+	}
+	if p.Namespace == "" || p.Name == "" {
+		return p, types.NewError(types.ErrInvalidNetworkConfig,
+			"braid-ipam: CNI_ARGS: K8S_POD_NAMESPACE and K8S_POD_NAME are required (braid-ipam serves Kubernetes pods)", args)
+	}
+	return p, nil
+}
