@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -24,11 +25,17 @@ const (
 // poolResync keeps status true while addresses leave their cool-down with no event to say so.
 const poolResync = 30 * time.Second
 
+// statusInterval spaces a pool's status writes during bursts: every FloatingIP event enqueues its pool, and
+// writing each time would cost more API writes than the allocations themselves.
+const statusInterval = time.Second
+
 // poolReconciler loads pools into the allocator and keeps their status (total / used / free, conditions) true.
 type poolReconciler struct {
 	client.Client
 	state   *state
 	metrics *Metrics
+
+	lastWrite sync.Map // pool name -> time of its last status write
 }
 
 func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -65,6 +72,11 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		exhausted.Message = fmt.Sprintf("all %s addresses are held or cooling down", st.Total)
 	}
 	meta.SetStatusCondition(&status.Conditions, exhausted)
+	if last, ok := r.lastWrite.Load(p.Name); ok {
+		if wait := statusInterval - r.state.now().Sub(last.(time.Time)); wait > 0 && !equality.Semantic.DeepEqual(&p.Status, status) {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
 	free, _ := st.Free.Float64()
 	r.metrics.PoolUsed.WithLabelValues(p.Name).Set(float64(st.Used))
 	r.metrics.PoolFree.WithLabelValues(p.Name).Set(free)
@@ -99,6 +111,7 @@ func (r *poolReconciler) writeStatus(ctx context.Context, p *braidv1.IPPool, sta
 	if err := r.Status().Update(ctx, p); err != nil {
 		return fmt.Errorf("update status of IPPool %s: %w", p.Name, err)
 	}
+	r.lastWrite.Store(p.Name, r.state.now())
 	return nil
 }
 

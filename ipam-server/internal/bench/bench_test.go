@@ -1,0 +1,287 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/braid-cni/braid/crds/testenv"
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/server"
+)
+
+const (
+	nodes   = 10
+	perNode = 4 // pods a simulated kubelet starts at once
+)
+
+// harness is shared by braid and whereabouts runs.
+type harness struct {
+	k8s        client.Client
+	clientset  kubernetes.Interface
+	kubeconfig string
+	binDir     string
+	wbConf     string
+}
+
+// scenario is one measured run.
+type scenario struct {
+	label            string
+	pods, networks   int
+	plugin           string // braid-ipam or whereabouts
+	nadConf, ipamCNI func(network int) string
+}
+
+func TestBenchIPAM(t *testing.T) {
+	if os.Getenv("BRAID_BENCH") == "" {
+		t.Skip("benchmark: run with make bench-ipam")
+	}
+	ctrl.SetLogger(logr.Discard())
+	env := testenv.Start(t)
+	h := setup(t, env)
+
+	mgr, err := server.New(env.Config, server.Options{MetricsAddr: "0", ProbeAddr: "0", Registry: prometheus.NewRegistry(), Workers: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var lines []string
+	lines = append(lines, h.run(t, h.whereabouts("ipam-whereabouts", 1000, 1, 0xa0)))
+	lines = append(lines, h.run(t, h.whereabouts("ipam-whereabouts-multinic", 128, 16, 0xb0)))
+	lines = append(lines, h.run(t, h.braid(t, "ipam-multinic", 128, 16, 0x20)))
+	lines = append(lines, h.run(t, h.braid(t, "ipam", 1000, 1, 0x10)))
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+}
+
+func setup(t *testing.T, env *testenv.Env) *harness {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h := &harness{binDir: filepath.Join(dir, "bin"), kubeconfig: filepath.Join(dir, "kubeconfig"), wbConf: filepath.Join(dir, "whereabouts.conf")}
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(h.binDir, "braid-ipam"), "../../cmd/braid-ipam").CombinedOutput(); err != nil {
+		t.Fatalf("build braid-ipam: %v\n%s", err, out)
+	}
+	wb := filepath.Join(root, ".cache", "cni-bin", "whereabouts")
+	if err := os.Symlink(wb, filepath.Join(h.binDir, "whereabouts")); err != nil {
+		t.Fatal(err)
+	}
+	// whereabouts' CRDs, from the module its tools module pins.
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/k8snetworkplumbingwg/whereabouts")
+	cmd.Dir = filepath.Join(root, "deploy", "local", "tools", "whereabouts")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("find whereabouts module (run deploy/local/build-tools.sh whereabouts): %v", err)
+	}
+	crds := filepath.Join(strings.TrimSpace(string(out)), "doc", "crds")
+	var paths []string
+	for _, f := range []string{"whereabouts.cni.cncf.io_ippools.yaml", "whereabouts.cni.cncf.io_overlappingrangeipreservations.yaml", "whereabouts.cni.cncf.io_nodeslicepools.yaml"} {
+		paths = append(paths, filepath.Join(crds, f))
+	}
+	if _, err := envtest.InstallCRDs(env.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.WriteKubeconfig(h.kubeconfig, "bench-node", "system:masters"); err != nil {
+		t.Fatal(err)
+	}
+	wbConf := fmt.Sprintf(`{"datastore":"kubernetes","kubernetes":{"kubeconfig":%q},"log_level":"error"}`, h.kubeconfig)
+	if err := os.WriteFile(h.wbConf, []byte(wbConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scheme, err := server.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		t.Fatal(err)
+	}
+	if h.clientset, err = kubernetes.NewForConfig(env.Config); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// braid makes pools (one IPv6 /64 per network: the documentation IPv4 ranges are too small for 1000 pods)
+// and NADs whose IPAM is braid-ipam.
+func (h *harness) braid(t *testing.T, label string, pods, networks, tag int) scenario {
+	t.Helper()
+	for n := range networks {
+		p := &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%x-%d", tag, n)},
+			Spec: braidv1.IPPoolSpec{CIDR: fmt.Sprintf("2001:db8:%x%02x::/64", tag, n), ReuseCooldown: &metav1.Duration{}}}
+		if err := h.k8s.Create(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ipam := func(n int) string {
+		return fmt.Sprintf(`{"type":"braid-ipam","pools":["bench-%x-%d"],"kubeconfig":%q,"timeout":"30s"}`, tag, n, h.kubeconfig)
+	}
+	return scenario{label: label, pods: pods, networks: networks, plugin: "braid-ipam",
+		nadConf: func(n int) string { return netConf(n, ipam(n)) }, ipamCNI: ipam}
+}
+
+// whereabouts makes NADs whose IPAM is whereabouts, over ranges of the same size.
+func (h *harness) whereabouts(label string, pods, networks, tag int) scenario {
+	ipam := func(n int) string {
+		return fmt.Sprintf(`{"type":"whereabouts","range":"2001:db8:%x%02x::/64","kubernetes":{"kubeconfig":%q},"configuration_path":%q}`,
+			tag, n, h.kubeconfig, h.wbConf)
+	}
+	return scenario{label: label, pods: pods, networks: networks, plugin: "whereabouts",
+		nadConf: func(n int) string { return netConf(n, ipam(n)) }, ipamCNI: ipam}
+}
+
+func netConf(n int, ipam string) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"net%d","type":"macvlan","master":"eth0","ipam":%s}`, n, ipam)
+}
+
+// run creates the scenario's NADs in a fresh namespace, then its pods, each immediately followed by the
+// ADDs a runtime would run for it on its node; it reports wall time, throughput, per-pod latency from pod
+// creation to the last ADD's return, and API writes per allocation (from the API server's own counters).
+func (h *harness) run(t *testing.T, s scenario) string {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "bench-"}}
+	if err := h.k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for n := range s.networks {
+		nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: fmt.Sprintf("net%d", n)},
+			Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: s.nadConf(n)}}
+		if err := h.k8s.Create(ctx, nad); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, nad.Name)
+	}
+	annotation := strings.Join(names, ",")
+	time.Sleep(time.Second) // let the server's cache see the NADs and pools before the clock starts
+
+	writesBefore := h.apiWrites(t)
+	latencies := make([]time.Duration, s.pods)
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	work := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range nodes * perNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := h.startPod(ctx, s, ns.Name, i, annotation, latencies); err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for i := range s.pods {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	total := time.Since(start)
+	writes := h.apiWrites(t) - writesBefore - float64(s.pods) // minus the pod creations themselves
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%s: %d pods failed; first: %v", s.label, n, firstErr.Load())
+	}
+	allocs := float64(s.pods * s.networks)
+	slices.Sort(latencies)
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("BENCH %s pods=%d nodes=%d networks=%d total_s=%.2f allocs_per_s=%.1f add_p50_ms=%.1f add_p99_ms=%.1f api_writes_per_alloc=%.2f failures=%d load=%s",
+		s.label, s.pods, nodes, s.networks, total.Seconds(), allocs/total.Seconds(), ms(pct(latencies, 50)), ms(pct(latencies, 99)),
+		writes/allocs, failures.Load(), strings.Fields(string(load))[0])
+}
+
+// startPod creates one pod bound to its node and runs its ADDs, one network after another like a meta-plugin.
+func (h *harness) startPod(ctx context.Context, s scenario, ns string, i int, annotation string, latencies []time.Duration) error {
+	name := fmt.Sprintf("p%04d", i)
+	node := fmt.Sprintf("node-%d", i%nodes)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": annotation}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}
+	begin := time.Now()
+	created, err := h.clientset.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	for n := range s.networks {
+		conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"net%d","ipam":%s}`, n, s.ipamCNI(n))
+		cmd := exec.CommandContext(ctx, filepath.Join(h.binDir, s.plugin))
+		cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID=c"+string(created.UID), "CNI_NETNS=/var/run/netns/"+name,
+			fmt.Sprintf("CNI_IFNAME=net%d", n+1), "CNI_PATH="+h.binDir,
+			fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s;K8S_POD_INFRA_CONTAINER_ID=c%s", ns, name, created.UID, created.UID))
+		cmd.Stdin = strings.NewReader(conf)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s ADD for %s net%d: %w: %s", s.plugin, name, n, err, out)
+		}
+	}
+	latencies[i] = time.Since(begin)
+	return nil
+}
+
+// apiWrites sums the API server's counters of write requests.
+func (h *harness) apiWrites(t *testing.T) float64 {
+	t.Helper()
+	raw, err := h.clientset.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		write := false
+		for _, v := range []string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="DELETE"`, `verb="APPLY"`} {
+			write = write || strings.Contains(line, v)
+		}
+		if !write {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return d[int(math.Ceil(p/100*float64(len(d))))-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
