@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -57,14 +58,19 @@ func startReplica(t *testing.T, bin, kubeconfig, lease string) *replica {
 	return r
 }
 
-// isLeader reads controller-runtime's leader_election_master_status metric of the replica.
-func (r *replica) isLeader() bool {
+func (r *replica) scrape() string {
 	resp, err := http.Get("http://" + r.metrics + "/metrics") //nolint:noctx // a test's loopback scrape
 	if err != nil {
-		return false
+		return ""
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// isLeader reads controller-runtime's leader_election_master_status metric of the replica.
+func (r *replica) isLeader() bool {
+	sc := bufio.NewScanner(strings.NewReader(r.scrape()))
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "leader_election_master_status{") && strings.HasSuffix(sc.Text(), " 1") {
 			return true
@@ -160,6 +166,13 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 		t.Fatalf("FloatingIPs: %d v4, %d v6, want %d each (leaked or duplicated across the failover)", v4, v6, pods)
 	}
 	t.Logf("leader killed after %d of %d pods; the standby served the rest", killedAt, pods)
+	eventually(t, 10*time.Second, "the new leader's metrics count its work", func() (bool, string) {
+		m := standby.scrape()
+		return strings.Contains(m, `braid_ipam_allocations_total{pool="fault-v4"}`) &&
+				strings.Contains(m, `braid_ipam_pool_used{pool="fault-v4"} 200`) &&
+				strings.Contains(m, "braid_ipam_allocation_duration_seconds_count"),
+			"metrics lack braid_ipam_allocations_total / pool_used=200 / latency histogram"
+	})
 
 	if err := k8s.DeleteAllOf(context.Background(), &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
