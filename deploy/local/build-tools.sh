@@ -3,6 +3,7 @@
 # Each group is a tools module under tools/ (go.mod + go.sum only, `tool` directives); a group is rebuilt
 # only when its go.mod/go.sum change. Usage: build-tools.sh [group...]  (default: all but lint)
 set -euo pipefail
+# shellcheck source=env.sh
 source "$(dirname "$0")/env.sh"
 
 build_group() { # group outdir

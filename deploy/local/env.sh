@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every deploy/local script: where the repo's ignored cache and cluster state live.
 # Everything braid's local cluster writes stays under $BRAID_CACHE (the repo's ignored .cache/), except the
 # paths the runtime hard-codes (/run/containerd, /var/lib/cni, /var/lib/kubelet), which cluster-down cleans.

@@ -21,10 +21,20 @@ ARCH=$(go env GOARCH)
 # sha256 FILE prints the hex sha256 of FILE.
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
-# build_pause OUT compiles deploy/local/pause statically; -trimpath and an empty build ID make the binary
-# depend only on the source and the Go version.
-build_pause() {
-	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -buildid=' -o "$1" ./deploy/local/pause)
+# pause_binary prints the path of the static pause binary, compiling deploy/local/pause only when its
+# source or the Go toolchain changed (it uses nothing but the standard library). -trimpath and an empty
+# build ID make the binary depend on nothing else.
+pause_binary() {
+	local out=$IMAGES/.pause/pause stamp want
+	stamp=$out.stamp
+	want=$({ go version; echo "$ARCH"; cat "$REPO"/deploy/local/pause/*.go; } | sha256sum | cut -d' ' -f1)
+	if [[ ! -x $out || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+		mkdir -p "${out%/*}"
+		(cd "$REPO" && CGO_ENABLED=0 GOARCH=$ARCH go build -trimpath -ldflags '-s -w -buildid=' \
+			-o "$out" ./deploy/local/pause) >&2
+		echo "$want" >"$stamp"
+	fi
+	echo "$out"
 }
 
 # add_blob LAYOUT FILE MEDIATYPE stores FILE as a content-addressed blob and prints its OCI descriptor
@@ -119,8 +129,10 @@ main() {
 	trap "rm -rf '$stage'" EXIT
 
 	# The sandbox image: only /pause.
+	local pause
+	pause=$(pause_binary)
 	mkdir -p "$stage/pause"
-	build_pause "$stage/pause/pause"
+	cp "$pause" "$stage/pause/pause"
 	chmod 0755 "$stage/pause/pause"
 	build_image "$PAUSE_IMAGE" "$stage/pause" '{"Entrypoint":["/pause"],"WorkingDir":"/"}' "$IMAGES/pause.tar"
 
@@ -129,12 +141,16 @@ main() {
 	mkdir -p "$root/usr/bin" "$root/opt/cni/bin"
 	cp "$stage/pause/pause" "$root/usr/bin/pause"
 	if compgen -G "$BRAID_BIN/*" >/dev/null; then
-		for f in "$BRAID_BIN"/*; do [[ -f $f && -x $f ]] && cp "$f" "$root/usr/bin/"; done
+		for f in "$BRAID_BIN"/*; do
+			if [[ -f $f && -x $f ]]; then cp "$f" "$root/usr/bin/"; fi
+		done
 	else
 		step "note: $BRAID_BIN is empty (run 'make build'); localhost/braid:dev holds only pause and CNI plugins"
 	fi
 	if compgen -G "$CNI_BIN/*" >/dev/null; then
-		for f in "$CNI_BIN"/*; do [[ -f $f && -x $f ]] && cp "$f" "$root/opt/cni/bin/"; done
+		for f in "$CNI_BIN"/*; do
+			if [[ -f $f && -x $f ]]; then cp "$f" "$root/opt/cni/bin/"; fi
+		done
 	fi
 	find "$root" -type d -exec chmod 0755 {} + -o -type f -exec chmod 0755 {} +
 	build_image "$BRAID_IMAGE" "$root" \

@@ -6,6 +6,9 @@ set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
 
+# runc, iptables and ip live in /usr/sbin, which a non-root PATH often lacks.
+PATH=$PATH:/usr/sbin:/sbin
+
 # command -> Debian package that provides it
 declare -A PKG_OF=(
 	[containerd]=containerd
