@@ -59,7 +59,13 @@ type podReconciler struct {
 	events  events.EventRecorder
 	metrics *Metrics
 
-	written sync.Map // pod UID -> annotation value this process wrote, to skip identical patches
+	written sync.Map // pod namespace/name -> written, to skip patches identical to one just made
+}
+
+// written is the annotation value this process last wrote on a pod.
+type written struct {
+	uid   types.UID
+	value string
 }
 
 func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -69,6 +75,9 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	pod := &corev1.Pod{}
 	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
 		// A deleted pod's addresses are released by the FloatingIP controller, by policy.
+		if apierrors.IsNotFound(err) {
+			r.written.Delete(req.String())
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil ||
@@ -442,7 +451,8 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 	if pod.Annotations[assignment.Annotation] == value {
 		return nil
 	}
-	if last, ok := r.written.Load(pod.UID); ok && last == value {
+	key := pod.Namespace + "/" + pod.Name
+	if last, ok := r.written.Load(key); ok && last.(written) == (written{pod.UID, value}) {
 		return nil
 	}
 	patch := client.MergeFrom(pod.DeepCopy())
@@ -453,7 +463,7 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 	if err := r.Patch(ctx, pod, patch); err != nil {
 		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	r.written.Store(pod.UID, value)
+	r.written.Store(key, written{pod.UID, value})
 	complete := true
 	for _, iface := range a.Interfaces {
 		complete = complete && iface.Error == ""

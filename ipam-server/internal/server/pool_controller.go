@@ -27,7 +27,7 @@ const poolResync = 30 * time.Second
 
 // statusInterval spaces a pool's status writes during bursts: every FloatingIP event enqueues its pool, and
 // writing each time would cost more API writes than the allocations themselves.
-const statusInterval = time.Second
+const statusInterval = 5 * time.Second
 
 // poolReconciler loads pools into the allocator and keeps their status (total / used / free, conditions) true.
 type poolReconciler struct {
@@ -46,6 +46,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if client.IgnoreNotFound(err) == nil {
 			r.state.alloc.RemovePool(req.Name)
+			r.lastWrite.Delete(req.Name)
 			r.metrics.PoolUsed.DeleteLabelValues(req.Name)
 			r.metrics.PoolFree.DeleteLabelValues(req.Name)
 		}

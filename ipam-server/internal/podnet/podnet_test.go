@@ -1,0 +1,63 @@
+package podnet
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseSelections(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     []Selection
+	}{
+		{"empty", "", nil},
+		{"short form with defaults", "mgmt, other/ctl@ctl0,data",
+			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1"}, {Namespace: "other", Name: "ctl", Interface: "ctl0"}, {Namespace: "ns", Name: "data", Interface: "net3"}}},
+		{"json with ips", `[{"name":"mgmt","ips":["192.0.2.10/24","2001:db8::a"]},{"name":"ctl","namespace":"x","interface":"c0"}]`,
+			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::a")}},
+				{Namespace: "x", Name: "ctl", Interface: "c0"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseSelections(tc.in, "ns")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseSelectionsErrorsNameTheField(t *testing.T) {
+	for in, field := range map[string]string{
+		`[{"name":"a","ips":["nope"]}]`: "networks[0].ips[0]",
+		`[{"namespace":"x"}]`:           "networks[0].name",
+		`[{"name":`:                     "invalid JSON",
+		`a,,b`:                          "networks[1].name",
+	} {
+		if _, err := ParseSelections(in, "ns"); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: want an error naming %s, got %v", in, field, err)
+		}
+	}
+}
+
+func TestBraidIPAM(t *testing.T) {
+	conf, ok, err := BraidIPAM(`{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","ipam":{"type":"braid-ipam","pools":["a","b"]}},{"type":"tuning"}]}`)
+	if err != nil || !ok || strings.Join(conf.Pools, ",") != "a,b" {
+		t.Fatalf("conflist: got %+v %v %v", conf, ok, err)
+	}
+	if _, ok, err := BraidIPAM(`{"type":"macvlan","ipam":{"type":"host-local"}}`); ok || err != nil {
+		t.Fatalf("host-local network: ok=%v err=%v, want not braid's", ok, err)
+	}
+	if _, _, err := BraidIPAM(`{"type":"macvlan","ipam":{"type":"braid-ipam"}}`); err == nil || !strings.Contains(err.Error(), "ipam.pools") {
+		t.Fatalf("no pools: want an error naming ipam.pools, got %v", err)
+	}
+	if _, _, err := BraidIPAM(`{"type":`); err == nil || !strings.Contains(err.Error(), "spec.config") {
+		t.Fatalf("bad JSON: want an error naming spec.config, got %v", err)
+	}
+}
