@@ -173,7 +173,11 @@ func waitAssigned(ctx context.Context, c kubernetes.Interface, pod podArgs, ifNa
 			return false, nil
 		}
 		a, err := assignment.Parse(value)
-		if err != nil || string(p.UID) != a.PodUID {
+		if err != nil {
+			reason = err.Error()
+			return false, nil //nolint:nilerr // a bad annotation may be rewritten by the server: keep waiting
+		}
+		if string(p.UID) != a.PodUID {
 			return false, nil
 		}
 		iface, ok := a.Interfaces[ifName]

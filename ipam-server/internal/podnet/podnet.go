@@ -50,8 +50,8 @@ func ParseSelections(annotation, podNamespace string) ([]Selection, error) {
 			if at := strings.LastIndex(item, "@"); at >= 0 {
 				item, sel.Interface = item[:at], item[at+1:]
 			}
-			if slash := strings.Index(item, "/"); slash >= 0 {
-				sel.Namespace, item = item[:slash], item[slash+1:]
+			if ns, name, ok := strings.Cut(item, "/"); ok {
+				sel.Namespace, item = ns, name
 			}
 			sel.Name = item
 			raw = append(raw, sel)

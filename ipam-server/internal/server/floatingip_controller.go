@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -69,9 +70,9 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 }
 
 func (r *floatingIPReconciler) holderLives(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
-	ns, name, err := splitKey(f.Spec.Pod)
-	if err != nil {
-		return false, nil
+	ns, name, ok := splitKey(f.Spec.Pod)
+	if !ok {
+		return false, nil // the schema keeps spec.pod namespace/name; anything else names no live pod
 	}
 	pod := &corev1.Pod{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pod); err != nil {
@@ -83,12 +84,12 @@ func (r *floatingIPReconciler) holderLives(ctx context.Context, f *braidv1.Float
 // ordinalWanted reports whether the StatefulSet that owned the pod still exists and still wants its ordinal.
 func (r *floatingIPReconciler) ordinalWanted(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
 	setName := f.Annotations[statefulSetAnnotation]
-	ns, podName, err := splitKey(f.Spec.Pod)
-	if setName == "" || err != nil {
+	ns, podName, ok := splitKey(f.Spec.Pod)
+	if setName == "" || !ok {
 		return false, nil
 	}
-	prefix, ordinal, ok := statefulSetOrdinal(podName)
-	if !ok || prefix != setName {
+	prefix, ordinal, isOrdinal := statefulSetOrdinal(podName)
+	if !isOrdinal || prefix != setName {
 		return false, nil
 	}
 	set := &appsv1.StatefulSet{}
@@ -162,11 +163,6 @@ func (r *floatingIPReconciler) cooldown(f *braidv1.FloatingIP) time.Duration {
 	return m.Cooldown
 }
 
-func splitKey(key string) (namespace, name string, err error) {
-	for i := range len(key) {
-		if key[i] == '/' {
-			return key[:i], key[i+1:], nil
-		}
-	}
-	return "", "", fmt.Errorf("%q is not namespace/name", key)
+func splitKey(key string) (namespace, name string, ok bool) {
+	return strings.Cut(key, "/")
 }

@@ -24,8 +24,8 @@ import (
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/allocator"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
-	"github.com/braid-cni/braid/ipam-server/internal/pool"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
+	"github.com/braid-cni/braid/ipam-server/internal/pool"
 )
 
 // Event reasons on pods; the same strings label the failures metric.
@@ -86,8 +86,9 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	}
 	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace)
 	if err != nil {
+		// The pod's own input is wrong: say so on the pod; retrying cannot help until it changes.
 		r.fail(pod, &failure{ReasonInvalidNetworks, err.Error()}, "")
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, nil //nolint:nilerr // reported as an Event, not retried
 	}
 
 	result := assignment.Assignments{PodUID: string(pod.UID), Interfaces: map[string]assignment.Interface{}}
@@ -95,6 +96,13 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	retry := false
 	for _, sel := range sels {
 		conf, uses, err := r.braidIPAM(ctx, sel)
+		var bad *failure
+		if errors.As(err, &bad) {
+			result.Interfaces[sel.Interface] = assignment.Interface{Network: sel.Key(), Error: bad.msg}
+			r.fail(pod, bad, pod.Annotations[assignment.Annotation])
+			retry = true // until the NAD is fixed
+			continue
+		}
 		if apierrors.IsNotFound(err) {
 			// The NAD may be newer than our cache, or not created yet; the meta-plugin reports a missing one.
 			retry = true
@@ -143,8 +151,7 @@ func (r *podReconciler) braidIPAM(ctx context.Context, sel podnet.Selection) (po
 	}
 	conf, uses, err := podnet.BraidIPAM(nad.Spec.Config)
 	if err != nil {
-		// Still ours to report: pools are what the server reads from the NAD.
-		return podnet.IPAMConf{Type: podnet.IPAMType}, uses, nil
+		return conf, uses, &failure{ReasonInvalidNetworkConfig, fmt.Sprintf("NetworkAttachmentDefinition %s: %v", sel.Key(), err)}
 	}
 	return conf, uses, nil
 }
@@ -285,9 +292,8 @@ func (r *podReconciler) matches(ctx context.Context, pod *corev1.Pod, ipp *braid
 			}
 			return false, "", err
 		}
-		ok, err := selects(sel, node.Labels)
-		if err != nil || !ok {
-			return false, fmt.Sprintf("nodeSelector does not match node %s", pod.Spec.NodeName), nil
+		if reason := selects("nodeSelector", sel, node.Labels); reason != "" {
+			return false, reason + " node " + pod.Spec.NodeName, nil
 		}
 	}
 	if sel := ipp.Spec.NamespaceSelector; sel != nil {
@@ -295,20 +301,23 @@ func (r *podReconciler) matches(ctx context.Context, pod *corev1.Pod, ipp *braid
 		if err := r.Get(ctx, types.NamespacedName{Name: pod.Namespace}, ns); err != nil {
 			return false, "", client.IgnoreNotFound(err)
 		}
-		ok, err := selects(sel, ns.Labels)
-		if err != nil || !ok {
-			return false, fmt.Sprintf("namespaceSelector does not match namespace %s", pod.Namespace), nil
+		if reason := selects("namespaceSelector", sel, ns.Labels); reason != "" {
+			return false, reason + " namespace " + pod.Namespace, nil
 		}
 	}
 	return true, "", nil
 }
 
-func selects(sel *metav1.LabelSelector, set map[string]string) (bool, error) {
+// selects returns "" when sel matches the labels, else why not.
+func selects(field string, sel *metav1.LabelSelector, set map[string]string) string {
 	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil {
-		return false, err
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s is invalid (%v) for", field, err)
+	case !s.Matches(labels.Set(set)):
+		return field + " does not match"
 	}
-	return s.Matches(labels.Set(set)), nil
+	return ""
 }
 
 // allocate takes a free address of one family from the first eligible pool that has one.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -231,5 +232,32 @@ func TestExhaustion(t *testing.T) {
 	deletePod(t, pods[3])
 	if got := addressesOf(assignments(t, ns, "ninth", "net1"), "net1"); got == "" {
 		t.Fatal("9th pod not served after a release")
+	}
+}
+
+func TestBadInputGetsEvents(t *testing.T) {
+	ns := env.Namespace(t)
+	nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nopools"},
+		Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"1.0.0","type":"macvlan","ipam":{"type":"braid-ipam"}}`}}
+	if err := k8s.Create(context.Background(), nad); err != nil {
+		t.Fatal(err)
+	}
+	mkNAD(t, ns, "ghost", "no-such-pool")
+	startServer(t, "")
+	for _, tc := range []struct{ pod, networks, event string }{
+		{"bad-nad", "nopools", "InvalidNetworkConfig: NetworkAttachmentDefinition " + ns + "/nopools: spec.config: ipam.pools"},
+		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, `InvalidNetworks: k8s.v1.cni.cncf.io/networks[0].ips[0]`},
+		{"missing-pool", "ghost", "NoEligiblePool: no eligible pool: IPPool no-such-pool not found"},
+	} {
+		mkPod(t, ns, tc.pod, "node-1", tc.networks)
+		eventually(t, 10*time.Second, tc.pod+" gets an Event", func() (bool, string) {
+			evs := podEvents(t, ns, tc.pod)
+			for _, e := range evs {
+				if strings.HasPrefix(e, tc.event) {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("events: %v", evs)
+		})
 	}
 }

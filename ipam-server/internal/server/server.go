@@ -9,8 +9,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -137,7 +137,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 		indexPool: func(f *braidv1.FloatingIP) string { return f.Spec.Pool },
 		indexStatefulSet: func(f *braidv1.FloatingIP) string {
 			if set := f.Annotations[statefulSetAnnotation]; set != "" {
-				if ns, _, err := splitKey(f.Spec.Pod); err == nil {
+				if ns, _, ok := splitKey(f.Spec.Pod); ok {
 					return ns + "/" + set
 				}
 			}
@@ -211,8 +211,8 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 	c := mgr.GetClient()
 	fipToPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		f := o.(*braidv1.FloatingIP)
-		ns, name, err := splitKey(f.Spec.Pod)
-		if err != nil {
+		ns, name, ok := splitKey(f.Spec.Pod)
+		if !ok {
 			return nil
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}

@@ -136,4 +136,3 @@ func TestBurst500PodsTwoReplicas(t *testing.T) {
 		return a.Used == 0 && b.Used == 0 && v6.Used == 0, fmt.Sprintf("used a=%d b=%d v6=%d", a.Used, b.Used, v6.Used)
 	})
 }
-
