@@ -16,13 +16,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
-	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
@@ -142,65 +139,105 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, kubernetes.Interface
 	return conf, pod, c, nil
 }
 
+// retryGet spaces reads of the pod while the API server does not answer.
+const retryGet = 250 * time.Millisecond
+
 // errNotYet is the reason given when the server has recorded nothing for the interface.
 var errNotYet = errors.New("braid-ipam-server has not assigned an address yet (is it running?)")
 
-// waitAssigned watches the pod until its annotation assigns the interface addresses, or the context ends;
-// then it fails with code 11 (try again later) and the reason the server recorded.
+// waitAssigned reads the pod and, until its annotation assigns the interface addresses, watches it from
+// that version on; when the context ends it fails with code 11 (try again later) and the reason the server
+// recorded. One GET answers when the server was first; a closed watch resumes from a fresh GET.
 func waitAssigned(ctx context.Context, c kubernetes.Interface, pod podArgs, ifName string) (assignment.Interface, error) {
-	var got assignment.Interface
 	reason := errNotYet.Error()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", pod.Name).String()
-			return c.CoreV1().Pods(pod.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", pod.Name).String()
-			return c.CoreV1().Pods(pod.Namespace).Watch(ctx, o)
-		},
-	}
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
-		p, ok := ev.Object.(*corev1.Pod)
-		if !ok || (pod.UID != "" && string(p.UID) != pod.UID) {
-			return false, nil
-		}
-		if ev.Type == watch.Deleted {
-			return false, fmt.Errorf("pod %s/%s was deleted", pod.Namespace, pod.Name)
-		}
-		value, ok := p.Annotations[assignment.Annotation]
-		if !ok {
-			return false, nil
-		}
-		a, err := assignment.Parse(value)
-		if err != nil {
-			reason = err.Error()
-			return false, nil //nolint:nilerr // a bad annotation may be rewritten by the server: keep waiting
-		}
-		if string(p.UID) != a.PodUID {
-			return false, nil
-		}
-		iface, ok := a.Interfaces[ifName]
+	pods := c.CoreV1().Pods(pod.Namespace)
+	for {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
 		switch {
-		case !ok:
-			return false, nil
-		case iface.Error != "":
-			reason = iface.Error
-			return false, nil
-		case len(iface.Addresses) > 0:
-			got = iface
-			return true, nil
+		case apierrors.IsNotFound(err):
+			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s not found", pod.Namespace, pod.Name), "")
+		case err != nil && ctx.Err() == nil:
+			reason = err.Error()
+			select { // the API server is unreachable: retry gently until the deadline
+			case <-ctx.Done():
+			case <-time.After(retryGet):
+			}
+		case err == nil:
+			if iface, done := assigned(p, pod.UID, ifName, &reason); done {
+				return iface, nil
+			}
+			iface, done, err := watchAssigned(ctx, pods, p.ResourceVersion, pod, ifName, &reason)
+			if done || err != nil {
+				return iface, err
+			}
 		}
-		return false, nil
+		if ctx.Err() != nil {
+			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("braid-ipam: no address for pod %s/%s interface %s: %s", pod.Namespace, pod.Name, ifName, reason), "")
+		}
+	}
+}
+
+// watchAssigned follows the pod from resourceVersion until it is assigned, deleted, or the watch ends.
+func watchAssigned(ctx context.Context, pods typedcorev1.PodInterface, resourceVersion string, pod podArgs, ifName string,
+	reason *string) (assignment.Interface, bool, error) {
+	w, err := pods.Watch(ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
+		ResourceVersion: resourceVersion,
 	})
-	if err == nil {
-		return got, nil
+	if err != nil {
+		*reason = err.Error()
+		return assignment.Interface{}, false, nil //nolint:nilerr // the caller retries from a fresh GET
 	}
-	if ctx.Err() != nil || wait.Interrupted(err) || errors.Is(err, watchtools.ErrWatchClosed) || apierrors.IsTimeout(err) {
-		return got, types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("braid-ipam: no address for pod %s/%s interface %s: %s", pod.Namespace, pod.Name, ifName, reason), "")
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return assignment.Interface{}, false, nil
+		case ev, open := <-w.ResultChan():
+			if !open {
+				return assignment.Interface{}, false, nil
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if ev.Type == watch.Deleted && (pod.UID == "" || string(p.UID) == pod.UID) {
+				return assignment.Interface{}, false, types.NewError(types.ErrTryAgainLater,
+					fmt.Sprintf("braid-ipam: pod %s/%s was deleted", pod.Namespace, pod.Name), "")
+			}
+			if iface, done := assigned(p, pod.UID, ifName, reason); done {
+				return iface, true, nil
+			}
+		}
 	}
-	return got, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s: %v", pod.Namespace, pod.Name, err), reason)
+}
+
+// assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it
+// updates reason with what the server recorded.
+func assigned(p *corev1.Pod, uid, ifName string, reason *string) (assignment.Interface, bool) {
+	if uid != "" && string(p.UID) != uid {
+		*reason = fmt.Sprintf("pod has UID %s, not %s (recreated?)", p.UID, uid)
+		return assignment.Interface{}, false
+	}
+	value, ok := p.Annotations[assignment.Annotation]
+	if !ok {
+		return assignment.Interface{}, false
+	}
+	a, err := assignment.Parse(value)
+	if err != nil {
+		*reason = err.Error()
+		return assignment.Interface{}, false
+	}
+	iface, ok := a.Interfaces[ifName]
+	switch {
+	case a.PodUID != string(p.UID) || !ok:
+		return assignment.Interface{}, false
+	case iface.Error != "":
+		*reason = iface.Error
+		return assignment.Interface{}, false
+	}
+	return iface, len(iface.Addresses) > 0
 }
 
 // current reads the pod's assignments once.
