@@ -33,8 +33,10 @@ test: deps verify test-unit test-e2e
 test-unit: deps
 	KUBEBUILDER_ASSETS=$(BIN) go test -count=1 -timeout 20m $$(go list ./... | grep -v /deploy/local/e2e)
 
+# One local cluster at a time on this machine: e2e runs hold this lock (so do developers' manual sessions).
+CLUSTER_LOCK := /tmp/braid-cluster.lock
 test-e2e: deps images
-	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 go test -count=1 -timeout 20m -v $(E2E_PKGS)
+	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock $(CLUSTER_LOCK) go test -count=1 -timeout 20m -v $(E2E_PKGS)
 
 ## demo: placeholder until the deploy issue lands (it says so and fails rather than pretend)
 demo:
