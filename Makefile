@@ -11,8 +11,9 @@ OUT     := $(CACHE)/braid-bin
 LOCAL   := deploy/local
 BINARIES := braid=meta-plugin/cmd/braid braid-ipam=ipam-server/cmd/braid-ipam \
             braid-ipam-server=ipam-server/cmd/braid-ipam-server braid-sriov-dp=sriov-device/cmd/braid-sriov-dp
-# Packages whose tests need the local cluster; `make test` runs them last, after cluster-up is proven.
-E2E_PKGS := ./deploy/local/e2e/...
+# Packages named e2e need the local cluster; `make test` runs them last, one at a time (the cluster's own
+# e2e first: it proves cluster-up and cluster-down).
+E2E_PKGS = ./deploy/local/e2e $(filter-out ./deploy/local/e2e,$(shell go list -f '{{if eq .Name "e2e"}}./{{.ImportPath}}{{end}}' ./... | sed 's|github.com/braid-cni/braid/||'))
 
 .PHONY: build test test-unit test-e2e demo generate verify lint images cluster-up cluster-down bench deps tools clean
 
@@ -31,12 +32,12 @@ deps:
 test: deps verify test-unit test-e2e
 
 test-unit: deps
-	KUBEBUILDER_ASSETS=$(BIN) go test -count=1 -timeout 20m $$(go list ./... | grep -v /deploy/local/e2e)
+	KUBEBUILDER_ASSETS=$(BIN) go test -count=1 -timeout 20m $$(go list -f '{{if ne .Name "e2e"}}{{.ImportPath}}{{end}}' ./...)
 
 # One local cluster at a time on this machine: e2e runs hold this lock (so do developers' manual sessions).
 CLUSTER_LOCK := /tmp/braid-cluster.lock
 test-e2e: deps images
-	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock $(CLUSTER_LOCK) go test -count=1 -timeout 20m -v $(E2E_PKGS)
+	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock $(CLUSTER_LOCK) go test -count=1 -p 1 -timeout 30m -v $(E2E_PKGS)
 
 ## demo: placeholder until the deploy issue lands (it says so and fails rather than pretend)
 demo:
