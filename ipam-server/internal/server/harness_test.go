@@ -95,7 +95,13 @@ func mkPool(t *testing.T, name, cidr string, opts ...poolOpt) {
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	// Runs after the test's servers stop (cleanups run last-in first-out), so -count=N starts clean.
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), p)
+		for _, f := range fips(t, name) {
+			_ = k8s.Delete(context.Background(), &f)
+		}
+	})
 }
 
 func mkNAD(t *testing.T, ns, name string, pools ...string) {

@@ -177,14 +177,15 @@ func TestStaticAddresses(t *testing.T) {
 			}
 			return false, fmt.Sprintf("events: %v", evs)
 		})
-		p := &corev1.Pod{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tc.pod}, p); err != nil {
-			t.Fatal(err)
-		}
-		a, err := assignment.Parse(p.Annotations[assignment.Annotation])
-		if err != nil || a.Interfaces["net1"].Error == "" || len(a.Interfaces["net1"].Addresses) != 0 {
-			t.Fatalf("%s: want an error and no address in the annotation, got %+v (%v)", tc.pod, a, err)
-		}
+		eventually(t, 10*time.Second, tc.pod+"'s annotation says why", func() (bool, string) {
+			p := &corev1.Pod{}
+			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tc.pod}, p); err != nil {
+				return false, err.Error()
+			}
+			a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+			ok := err == nil && a.Interfaces["net1"].Error != "" && len(a.Interfaces["net1"].Addresses) == 0
+			return ok, fmt.Sprintf("want an error and no address, got %+v (%v)", a, err)
+		})
 	}
 }
 
