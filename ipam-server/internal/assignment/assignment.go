@@ -6,6 +6,8 @@ package assignment
 import (
 	"encoding/json"
 	"fmt"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
 // Annotation is the pod annotation braid-ipam-server writes.
@@ -26,20 +28,12 @@ type Route struct {
 	GW  string `json:"gw,omitempty"`
 }
 
-// DNS is resolver configuration from the pools.
-type DNS struct {
-	Nameservers []string `json:"nameservers,omitempty"`
-	Domain      string   `json:"domain,omitempty"`
-	Search      []string `json:"search,omitempty"`
-	Options     []string `json:"options,omitempty"`
-}
-
 // Interface is what one interface of the pod gets, or why it gets nothing yet.
 type Interface struct {
-	Network   string    `json:"network"` // NAD namespace/name
-	Addresses []Address `json:"addresses,omitempty"`
-	Routes    []Route   `json:"routes,omitempty"`
-	DNS       *DNS      `json:"dns,omitempty"`
+	Network   string       `json:"network"` // NAD namespace/name
+	Addresses []Address    `json:"addresses,omitempty"`
+	Routes    []Route      `json:"routes,omitempty"`
+	DNS       *braidv1.DNS `json:"dns,omitempty"` // from the pools, as the IPPool spells it
 	// Error is the reason allocation failed (pool exhausted, no eligible pool, ...); the plugin returns it.
 	Error string `json:"error,omitempty"`
 }

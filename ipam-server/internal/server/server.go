@@ -30,6 +30,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
@@ -248,12 +249,9 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 		return err
 	}
 
-	fipToPool := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*braidv1.FloatingIP).Spec.Pool}}}
-	})
 	return ctrl.NewControllerManagedBy(mgr).Named("ippools").
 		For(&braidv1.IPPool{}).
-		Watches(&braidv1.FloatingIP{}, fipToPool).
+		WatchesRawSource(source.Channel(s.poolChanged, &handler.EnqueueRequestForObject{})).
 		Complete(&poolReconciler{Client: c, state: s, metrics: m})
 }
 

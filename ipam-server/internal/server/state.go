@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/allocator"
 )
@@ -20,10 +23,23 @@ type state struct {
 
 	mu      sync.Mutex
 	pending map[string]map[string]*braidv1.FloatingIP // pod key -> FloatingIP name -> object just created
+
+	// poolChanged names pools whose addresses changed in the allocator, so their status is recounted after
+	// the change (a FloatingIP event alone may be handled before the allocator has seen it).
+	poolChanged chan event.GenericEvent
 }
 
 func newState(now func() time.Time) *state {
-	return &state{alloc: allocator.New(), now: now, pending: map[string]map[string]*braidv1.FloatingIP{}}
+	return &state{alloc: allocator.New(), now: now, pending: map[string]map[string]*braidv1.FloatingIP{},
+		poolChanged: make(chan event.GenericEvent, 1024)}
+}
+
+// changed asks for the pool's status to be recounted; when the queue is full a recount is due anyway.
+func (s *state) changed(pool string) {
+	select {
+	case s.poolChanged <- event.GenericEvent{Object: &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pool}}}:
+	default:
+	}
 }
 
 // observe applies a FloatingIP seen in the API (informer add/update, or the rebuild list) to the allocator.
@@ -37,6 +53,7 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 	} else {
 		_ = s.alloc.Hold(f.Spec.Pool, addr)
 	}
+	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if names, ok := s.pending[f.Spec.Pod]; ok {
@@ -56,6 +73,7 @@ func (s *state) forget(f *braidv1.FloatingIP) {
 	if f.Status.Phase != braidv1.FloatingIPReleased {
 		_ = s.alloc.Release(f.Spec.Pool, addr, s.now())
 	}
+	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if names, ok := s.pending[f.Spec.Pod]; ok {
