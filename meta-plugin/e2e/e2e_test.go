@@ -1,0 +1,239 @@
+// Package e2e runs braid on the real single-node cluster of deploy/local: containerd calls braid, braid
+// calls the cluster's bridge network and two macvlan NADs, and the kubelet reports the pod Ready.
+//
+// It needs root and BRAID_E2E=1. The local cluster is shared, so run it under the cluster lock, as
+// `make test-e2e` does: `flock /tmp/braid-cluster.lock go test ./meta-plugin/e2e/`. It starts the cluster with
+// cluster-up.sh and leaves it down (cluster-down.sh), even when it fails.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-cni/braid/crds/testenv"
+	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
+)
+
+const (
+	// parent is the veth on the node that parents the test's macvlans (this kernel has no dummy links).
+	parent = "braide2e0"
+)
+
+type cluster struct {
+	t                                        *testing.T
+	root, state, bin, cniBin, confDir, kconf string
+}
+
+func (c *cluster) run(ctx context.Context, name string, args ...string) (string, error) {
+	c.t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = c.root
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w\n%s%s", name, strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out), nil
+}
+
+func (c *cluster) must(name string, args ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.t.Context(), 5*time.Minute)
+	defer cancel()
+	out, err := c.run(ctx, name, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+func (c *cluster) kubectl(args ...string) string {
+	c.t.Helper()
+	return c.must(filepath.Join(c.bin, "kubectl"), append([]string{"--kubeconfig", c.kconf}, args...)...)
+}
+
+func (c *cluster) kubectlApply(yaml string) {
+	c.t.Helper()
+	cmd := exec.CommandContext(c.t.Context(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(yaml)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, yaml)
+	}
+}
+
+func TestPodWithTwoNetworks(t *testing.T) {
+	if os.Getenv("BRAID_E2E") != "1" {
+		t.Skip("end-to-end test: set BRAID_E2E=1 (and run as root) to run braid on the local cluster")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := os.Getenv("BRAID_CACHE")
+	if cache == "" {
+		cache = filepath.Join(root, ".cache")
+	}
+	c := &cluster{t: t, root: root, state: filepath.Join(cache, "cluster"), bin: filepath.Join(cache, "bin"),
+		cniBin: filepath.Join(cache, "cni-bin")}
+	c.confDir = filepath.Join(c.state, "cni", "net.d")
+	c.kconf = filepath.Join(c.state, "admin.kubeconfig")
+
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if out, err := c.run(ctx, filepath.Join(root, "deploy/local/cluster-down.sh")); err != nil {
+			t.Errorf("cluster-down: %v\n%s", err, out)
+		}
+	})
+	c.must(filepath.Join(root, "deploy/local/cluster-up.sh"))
+
+	// Install braid as the node's CNI, in front of the cluster network.
+	work := t.TempDir()
+	braidBin := filepath.Join(c.cniBin, "braid")
+	c.must("go", "build", "-o", braidBin, "./meta-plugin/cmd/braid")
+	t.Cleanup(func() { _ = os.Remove(braidBin) })
+	c.must("ip", "link", "add", parent, "type", "veth", "peer", "name", parent+"p")
+	t.Cleanup(func() { _, _ = c.run(context.Background(), "ip", "link", "del", parent) })
+	c.must("ip", "link", "set", parent, "up")
+	braidConf := filepath.Join(c.confDir, "00-braid.conflist")
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"braid-e2e","plugins":[{"type":"braid","clusterNetwork":%q,
+		"kubeconfig":%q,"cniDir":%q,"logFile":%q,"logLevel":"debug"}]}`,
+		filepath.Join(c.confDir, "10-cluster.conflist"), c.kconf, filepath.Join(work, "cni"), filepath.Join(work, "braid.log"))
+	if err := os.WriteFile(braidConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(braidConf)
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(work, "braid.log")); err == nil {
+				t.Logf("braid.log:\n%s", b)
+			}
+		}
+	})
+
+	if _, err := c.run(t.Context(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "get", "crd",
+		"network-attachment-definitions.k8s.cni.cncf.io"); err != nil {
+		c.kubectl("apply", "-f", filepath.Join(root, "crds", "k8s.cni.cncf.io_network-attachment-definitions.yaml"))
+		c.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/network-attachment-definitions.k8s.cni.cncf.io")
+		t.Cleanup(func() {
+			_, _ = c.run(context.Background(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "delete", "crd",
+				"network-attachment-definitions.k8s.cni.cncf.io", "--wait=true", "--timeout=60s")
+		})
+	}
+	ns := "braid-e2e"
+	c.kubectl("create", "namespace", ns)
+	t.Cleanup(func() {
+		_, _ = c.run(context.Background(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "delete", "namespace", ns,
+			"--wait=true", "--timeout=120s")
+	})
+	ipam := filepath.Join(work, "ipam")
+	nad := func(name, subnet string) string {
+		return fmt.Sprintf(`apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: %s, namespace: %s}
+spec:
+  config: '{"cniVersion":"1.0.0","type":"macvlan","master":"%s","mode":"bridge",
+    "ipam":{"type":"host-local","dataDir":"%s","ranges":[[{"subnet":"%s"}]]}}'
+`, name, ns, parent, ipam, subnet)
+	}
+	c.kubectlApply(nad("net-a", "198.51.100.0/24") + "---\n" + nad("net-b", "192.0.2.0/24"))
+	c.kubectlApply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: %s
+  annotations: {k8s.v1.cni.cncf.io/networks: "net-a,net-b"}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: pause, image: "registry.k8s.io/pause:3.10", imagePullPolicy: Never}
+`, ns))
+	c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/web", "--timeout=180s")
+
+	// The pod's network namespace has the three interfaces, and network-status says so.
+	crictl := []string{"--config", filepath.Join(c.state, "crictl.yaml")}
+	id := strings.TrimSpace(c.must(filepath.Join(c.bin, "crictl"), append(crictl, "pods", "--namespace", ns, "--name", "web", "-q")...))
+	var inspect struct {
+		Info struct {
+			RuntimeSpec struct {
+				Linux struct {
+					Namespaces []struct{ Type, Path string } `json:"namespaces"`
+				} `json:"linux"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(c.must(filepath.Join(c.bin, "crictl"), append(crictl, "inspectp", "-o", "json", id)...)), &inspect); err != nil {
+		t.Fatal(err)
+	}
+	var netns string
+	for _, n := range inspect.Info.RuntimeSpec.Linux.Namespaces {
+		if n.Type == "network" {
+			netns = n.Path
+		}
+	}
+	if netns == "" {
+		t.Fatalf("no network namespace for sandbox %s", id)
+	}
+	var ifs []string
+	for _, line := range strings.Split(c.must("nsenter", "--net="+netns, "ip", "-o", "link", "show"), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			ifs = append(ifs, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
+		}
+	}
+	slices.Sort(ifs)
+	if !slices.Equal(ifs, []string{"eth0", "lo", "net1", "net2"}) {
+		t.Fatalf("pod interfaces = %v, want eth0 lo net1 net2", ifs)
+	}
+	sts, err := netstatus.Decode(c.kubectl("-n", ns, "get", "pod", "web", "-o", `jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}`))
+	if err != nil || len(sts) != 3 || !sts[0].Default || sts[1].Name != ns+"/net-a" || sts[2].Interface != "net2" {
+		t.Fatalf("network-status = %+v, %v", sts, err)
+	}
+
+	// Deleting the pod leaves no link, no cache file and no address behind.
+	c.kubectl("-n", ns, "delete", "pod", "web", "--wait=true", "--timeout=120s")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		left := leftovers(t, work, ipam)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left after the pod was deleted: %v", left)
+		}
+		time.Sleep(time.Second)
+	}
+	if out := c.must("ip", "-o", "link", "show", "type", "macvlan"); strings.TrimSpace(out) != "" {
+		t.Errorf("macvlan links left on the node: %s", out)
+	}
+}
+
+// leftovers lists braid's records, libcni's cached results and reserved addresses of the test's networks.
+func leftovers(t *testing.T, work, ipam string) []string {
+	t.Helper()
+	var out []string
+	for _, dir := range []string{filepath.Join(work, "cni", "attachments"), filepath.Join(work, "cni", "results")} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	_ = filepath.WalkDir(ipam, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), "last_reserved_ip") && d.Name() != "lock" {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}

@@ -1,0 +1,118 @@
+// Package cache keeps braid's record of what one ADD attached to a container, so that DEL, CHECK and GC
+// can work on exactly the same attachments when the pod or its NADs are gone or have changed. libcni's own
+// result cache (in the same cniDir) complements it per attachment.
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Attachment is one delegate network as ADD ran it.
+type Attachment struct {
+	// Network is the name reported in network-status: "namespace/name" of the NAD, or the cluster network's.
+	Network string `json:"network"`
+	// IfName is the interface in the pod.
+	IfName string `json:"ifName"`
+	// Master marks the cluster network.
+	Master bool `json:"master,omitempty"`
+	// Config is the network config list exactly as given to libcni.
+	Config json.RawMessage `json:"config"`
+	// CapabilityArgs are the runtimeConfig values given to libcni.
+	CapabilityArgs map[string]any `json:"capabilityArgs,omitempty"`
+	// DeviceInfoFile is the attachment's device-info file, removed on DEL.
+	DeviceInfoFile string `json:"deviceInfoFile,omitempty"`
+}
+
+// Record is everything braid attached to one container, in ADD order.
+type Record struct {
+	ContainerID  string       `json:"containerID"`
+	NetNS        string       `json:"netns,omitempty"`
+	CNIArgs      string       `json:"cniArgs,omitempty"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+	Attachments  []Attachment `json:"attachments"`
+}
+
+// Store keeps records as one JSON file per container under Dir.
+type Store struct {
+	Dir string
+}
+
+func (s Store) path(containerID string) string {
+	return filepath.Join(s.Dir, containerID+".json")
+}
+
+// Save writes the record atomically (temporary file and rename), so a reader never sees half a record.
+func (s Store) Save(r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("attachment record: %w", err)
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("attachment record dir: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.Dir, "."+r.ContainerID+".*")
+	if err != nil {
+		return fmt.Errorf("attachment record: %w", err)
+	}
+	_, werr := tmp.Write(b)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("attachment record: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.path(r.ContainerID)); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("attachment record: %w", err)
+	}
+	return nil
+}
+
+// Load reads the container's record; nil without error when there is none.
+func (s Store) Load(containerID string) (*Record, error) {
+	b, err := os.ReadFile(s.path(containerID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attachment record of %s: %w", containerID, err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("attachment record of %s: %w", containerID, err)
+	}
+	return &r, nil
+}
+
+// Delete removes the container's record; a missing record is fine.
+func (s Store) Delete(containerID string) error {
+	if err := os.Remove(s.path(containerID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("attachment record of %s: %w", containerID, err)
+	}
+	return nil
+}
+
+// List returns the container IDs that have a record.
+func (s Store) List() ([]string, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attachment records: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if name := e.Name(); !e.IsDir() && strings.HasSuffix(name, ".json") && !strings.HasPrefix(name, ".") {
+			ids = append(ids, strings.TrimSuffix(name, ".json"))
+		}
+	}
+	return ids, nil
+}

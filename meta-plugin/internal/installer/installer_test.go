@@ -1,0 +1,182 @@
+package installer
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/braid-cni/braid/meta-plugin/internal/conf"
+)
+
+const masterConf = `{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge","bridge":"cni0"},
+	{"type":"portmap","capabilities":{"portMappings":true}},{"type":"bandwidth","capabilities":{"bandwidth":true,"other":false}}]}`
+
+func TestBuildConf(t *testing.T) {
+	master, err := libcni.ConfListFromBytes([]byte(masterConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := BuildConf("/etc/cni/net.d/10-cbr0.conflist", master, "/etc/cni/net.d/braid.d/braid.kubeconfig",
+		map[string]any{"cniDir": "/var/lib/cni/braid", "namespaceIsolation": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatalf("braid's conf does not load: %v\n%s", err, b)
+	}
+	if list.Name != NetworkName || list.CNIVersion != "1.0.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "braid" {
+		t.Fatalf("conf list = %+v", list)
+	}
+	if diff := cmp.Diff(map[string]bool{"portMappings": true, "bandwidth": true}, list.Plugins[0].Network.Capabilities); diff != "" {
+		t.Errorf("capabilities (-want +got):\n%s", diff)
+	}
+	// What the runtime hands braid (the plugin conf with name and version injected) must parse.
+	inj, err := libcni.InjectConf(list.Plugins[0], map[string]any{"name": list.Name, "cniVersion": list.CNIVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := conf.Parse(inj.Bytes)
+	if err != nil {
+		t.Fatalf("braid cannot read the conf the installer writes: %v", err)
+	}
+	if c.ClusterNetwork != "/etc/cni/net.d/10-cbr0.conflist" || c.Kubeconfig != "/etc/cni/net.d/braid.d/braid.kubeconfig" ||
+		c.CNIDir != "/var/lib/cni/braid" || !c.NamespaceIsolation {
+		t.Errorf("braid reads %+v", c)
+	}
+	if _, err := BuildConf("/x", master, "", map[string]any{"logLevel": "loud"}); err == nil || !strings.Contains(err.Error(), "logLevel") {
+		t.Errorf("a bad extra key was accepted: %v", err)
+	}
+	if got := HostPath("/host/etc/cni/net.d", "/etc/cni/net.d", "/host/etc/cni/net.d/braid.d/token"); got != "/etc/cni/net.d/braid.d/token" {
+		t.Errorf("HostPath = %s", got)
+	}
+}
+
+// eventually polls cond for up to 10 s; the installer reacts to file events, so this is normally immediate.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func write(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Like the kubelet's projected volumes and careful installers: write aside, then rename into place.
+	tmp := p + ".new"
+	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "image", "braid")
+	write(t, src, "#!/bin/sh\necho braid\n")
+	sa := filepath.Join(root, "sa")
+	write(t, filepath.Join(sa, "token"), "token-1")
+	write(t, filepath.Join(sa, "ca.crt"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	confDir := filepath.Join(root, "net.d")
+	binDir := filepath.Join(root, "bin")
+	c := Config{
+		Binaries: []string{src}, BinDir: binDir, ConfDir: confDir,
+		APIServer: "https://192.0.2.10:6443", CAFile: filepath.Join(sa, "ca.crt"), TokenFile: filepath.Join(sa, "token"),
+		Extra:         map[string]any{"cniDir": filepath.Join(root, "cache")},
+		CleanupOnExit: true, Resync: time.Hour, // only file events drive this test
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, c) }()
+
+	ours := filepath.Join(confDir, "00-braid.conflist")
+	kc := filepath.Join(confDir, "braid.d", "braid.kubeconfig")
+	eventually(t, "binary and kubeconfig", func() bool { return exists(filepath.Join(binDir, "braid")) && exists(kc) })
+	if fi, err := os.Stat(filepath.Join(binDir, "braid")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("installed binary: %v %v", fi, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if exists(ours) {
+		t.Fatal("braid's conf written before the cluster network's conf exists")
+	}
+
+	// The cluster network arrives: braid's conf appears, first in the directory, pointing at it.
+	write(t, filepath.Join(confDir, "10-cbr0.conflist"), masterConf)
+	eventually(t, "braid's conf", func() bool { return exists(ours) })
+	files, err := libcni.ConfFiles(confDir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(files)
+	if filepath.Base(files[0]) != "00-braid.conflist" {
+		t.Errorf("first conf in the dir is %s, want braid's", files[0])
+	}
+	b, err := os.ReadFile(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || got.Plugins[0]["clusterNetwork"] != filepath.Join(confDir, "10-cbr0.conflist") ||
+		got.Plugins[0]["kubeconfig"] != kc {
+		t.Fatalf("braid's conf = %s (%v)", b, err)
+	}
+
+	// The kubeconfig reads its token from a file that follows the ServiceAccount token's rotation.
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != "https://192.0.2.10:6443" || cfg.BearerTokenFile == "" || len(cfg.CAData) == 0 {
+		t.Errorf("kubeconfig gives host %s, token file %q, CA %d bytes", cfg.Host, cfg.BearerTokenFile, len(cfg.CAData))
+	}
+	if raw, _ := os.ReadFile(kc); strings.Contains(string(raw), "token-1") {
+		t.Errorf("the kubeconfig embeds the token, which goes stale when it rotates:\n%s", raw)
+	}
+	readToken := func() string { b, _ := os.ReadFile(cfg.BearerTokenFile); return string(b) }
+	if readToken() != "token-1" {
+		t.Fatalf("token file %s holds %q", cfg.BearerTokenFile, readToken())
+	}
+	write(t, filepath.Join(sa, "token"), "token-2")
+	eventually(t, "the rotated token", func() bool { return readToken() == "token-2" })
+
+	// The cluster network's conf goes away: so does braid's (the node must not look ready); it comes back.
+	if err := os.Remove(filepath.Join(confDir, "10-cbr0.conflist")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "braid's conf removed", func() bool { return !exists(ours) })
+	write(t, filepath.Join(confDir, "10-cbr0.conflist"), masterConf)
+	eventually(t, "braid's conf back", func() bool { return exists(ours) })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if exists(ours) {
+		t.Error("braid's conf left after exit with CleanupOnExit")
+	}
+	if !exists(filepath.Join(binDir, "braid")) {
+		t.Error("binary removed on exit")
+	}
+}

@@ -1,0 +1,272 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/braid-cni/braid/meta-plugin/internal/cache"
+	"github.com/braid-cni/braid/meta-plugin/internal/conf"
+)
+
+// Del removes every attachment of the container, in reverse order, even when some fail, and returns all
+// failures together. It works from braid's record; without one it rebuilds the list from the pod and its NADs,
+// merged with libcni's result cache; with neither it still removes the cluster network. A second DEL finds
+// nothing left to do and succeeds.
+func (p *Plugin) Del(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
+	e, err := p.newEnv(c, args, log)
+	if err != nil {
+		return err
+	}
+	atts, fromRecord, err := p.gather(ctx, e)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(atts) - 1; i >= 0; i-- {
+		a := atts[i]
+		if err := e.cni.DelNetworkList(ctx, a.list, a.rt(e)); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s from %s: %w", a.Network, a.IfName, err))
+			continue
+		}
+		if a.DeviceInfoFile != "" {
+			if err := e.dev.Remove(a.DeviceInfoFile); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		// The record stays, so that the runtime's next DEL retries with the same knowledge.
+		return errors.Join(errs...)
+	}
+	if err := e.rec.Delete(args.ContainerID); err != nil {
+		return err
+	}
+	log.Info("detached all networks", "count", len(atts), "fromRecord", fromRecord)
+	return nil
+}
+
+// Check runs CHECK on every attachment, the cluster network's and the extras', and returns all failures.
+func (p *Plugin) Check(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
+	e, err := p.newEnv(c, args, log)
+	if err != nil {
+		return err
+	}
+	atts, _, err := p.gather(ctx, e)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range atts {
+		if ok, _ := version.GreaterThanOrEqualTo(a.list.CNIVersion, "0.4.0"); !ok {
+			log.Debug("network predates CHECK; skipped", "network", a.Network, "cniVersion", a.list.CNIVersion)
+			continue
+		}
+		if err := e.cni.CheckNetworkList(ctx, a.list, a.rt(e)); err != nil {
+			errs = append(errs, fmt.Errorf("check %s on %s: %w", a.Network, a.IfName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// gather finds the container's attachments in ADD order: braid's record when there is one, else the pod's
+// networks (when the pod still exists with the runtime's UID) merged with libcni's cache for this container,
+// and always the cluster network on CNI_IFNAME.
+func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error) {
+	rec, err := e.rec.Load(e.args.ContainerID)
+	if err != nil {
+		e.log.Warn("attachment record unreadable; rebuilding", "err", err)
+	}
+	if rec != nil {
+		var atts []*attachment
+		for _, ca := range rec.Attachments {
+			a, err := fromCache(ca)
+			if err != nil {
+				return nil, true, err
+			}
+			atts = append(atts, a)
+		}
+		return atts, true, nil
+	}
+
+	var pod *corev1.Pod
+	kube, err := p.kube(e)
+	if err != nil {
+		e.log.Warn("no API client; working from the caches", "err", err)
+	} else if kube != nil && e.k8s.IsPod() {
+		// One attempt only: on DEL the pod is often gone, and that is fine.
+		pod, err = getPod(ctx, kube, e.k8s, 0)
+		if err != nil {
+			e.log.Info("pod not available; working from the caches", "err", err)
+		}
+	}
+	atts := p.planForDelete(ctx, e, kube, pod)
+
+	cached, err := e.cni.GetCachedAttachments(e.args.ContainerID)
+	if err != nil {
+		e.log.Warn("libcni cache unreadable", "err", err)
+	}
+	byIf := map[string]int{}
+	for i, a := range atts {
+		byIf[a.IfName] = i
+	}
+	slices.SortFunc(cached, func(x, y *libcni.NetworkAttachment) int { return strings.Compare(x.IfName, y.IfName) })
+	for _, ca := range cached {
+		list, err := libcni.ConfListFromBytes(ca.Config)
+		if err != nil {
+			e.log.Warn("cached config unreadable", "network", ca.Network, "ifName", ca.IfName, "err", err)
+			continue
+		}
+		a := &attachment{Attachment: cache.Attachment{Network: ca.Network, IfName: ca.IfName, Config: ca.Config,
+			CapabilityArgs: ca.CapabilityArgs, Master: ca.IfName == e.args.IfName}, list: list}
+		// What actually ran (the cache) wins over what the NAD says today.
+		if i, ok := byIf[ca.IfName]; ok {
+			a.Network, a.DeviceInfoFile, a.Master = atts[i].Network, atts[i].DeviceInfoFile, atts[i].Master
+			atts[i] = a
+			continue
+		}
+		if a.Master {
+			atts = append([]*attachment{a}, atts...)
+		} else {
+			atts = append(atts, a)
+		}
+	}
+	return atts, false, nil
+}
+
+// Status reports whether braid can attach pods now: the readiness indicator file exists, the cluster network's
+// conf loads, and the cluster network's plugins report ready (CNI 1.1 STATUS).
+func (p *Plugin) Status(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
+	if c.ReadinessIndicatorFile != "" {
+		if _, err := os.Stat(c.ReadinessIndicatorFile); err != nil {
+			return fmt.Errorf("readiness indicator file: %w: %w", err, errNotReady)
+		}
+	}
+	if c.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			return fmt.Errorf("kubeconfig: %w: %w", err, errNotReady)
+		}
+	}
+	e, err := p.newEnv(c, args, log)
+	if err != nil {
+		return err
+	}
+	kube, err := p.kube(e)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, errNotReady)
+	}
+	m, err := newResolver(e, kube).master(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("cluster network: %w: %w", err, errNotReady)
+	}
+	if err := e.cni.GetStatusNetworkList(ctx, m.list); err != nil {
+		var te *types.Error
+		if errors.As(err, &te) {
+			return fmt.Errorf("cluster network %s: %w", m.Network, err)
+		}
+		return fmt.Errorf("cluster network %s: %w: %w", m.Network, err, errNotReady)
+	}
+	return nil
+}
+
+// GC (CNI 1.1) removes every attachment of containers that are not in the runtime's list of valid
+// attachments of braid's network, then lets libcni collect each delegate network: it deletes stale cached
+// attachments and passes the delegates the attachments that stay valid.
+func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
+	if c.ValidAttachments == nil {
+		// Without the list every attachment would count as stale; an empty list is the runtime saying so.
+		return fmt.Errorf("GC without cni.dev/valid-attachments: refusing to remove every attachment: %w", conf.ErrInvalid)
+	}
+	valid := map[string]bool{}
+	for _, va := range c.ValidAttachments {
+		valid[va.ContainerID] = true
+	}
+	var errs []error
+	ids, err := recordStore(c).List()
+	if err != nil {
+		return err
+	}
+	keep := map[string][]types.GCAttachment{} // network name -> valid attachments
+	for _, id := range ids {
+		gcArgs := *args
+		gcArgs.ContainerID = id
+		e, err := p.newEnv(c, &gcArgs, log)
+		if err != nil {
+			return err
+		}
+		rec, err := e.rec.Load(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if rec == nil {
+			continue // deleted meanwhile
+		}
+		if valid[id] {
+			for _, ca := range rec.Attachments {
+				if list, err := libcni.ConfListFromBytes(ca.Config); err == nil {
+					keep[list.Name] = append(keep[list.Name], types.GCAttachment{ContainerID: id, IfName: ca.IfName})
+				}
+			}
+			continue
+		}
+		gcArgs.Netns, gcArgs.Args = rec.NetNS, rec.CNIArgs
+		if len(rec.Attachments) > 0 && rec.Attachments[0].Master {
+			gcArgs.IfName = rec.Attachments[0].IfName
+		}
+		if err := p.Del(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
+			errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
+		}
+	}
+
+	// libcni's GC per delegate network: it deletes cached attachments that are not valid (also those braid has
+	// no record of) and, for CNI 1.1 networks, calls the plugins' GC with the valid ones.
+	e, err := p.newEnv(c, args, log)
+	if err != nil {
+		return err
+	}
+	cached, err := e.cni.GetCachedAttachments("")
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	lists := map[string]*libcni.NetworkConfigList{}
+	for _, ca := range cached {
+		if valid[ca.ContainerID] {
+			keep[ca.Network] = append(keep[ca.Network], types.GCAttachment{ContainerID: ca.ContainerID, IfName: ca.IfName})
+		}
+		if _, ok := lists[ca.Network]; !ok {
+			if list, err := libcni.ConfListFromBytes(ca.Config); err == nil {
+				lists[ca.Network] = list
+			}
+		}
+	}
+	kube, kerr := p.kube(e)
+	if kerr == nil {
+		if m, err := newResolver(e, kube).master(ctx, nil); err == nil {
+			if _, ok := lists[m.list.Name]; !ok {
+				lists[m.list.Name] = m.list
+			}
+		}
+	}
+	names := make([]string, 0, len(lists))
+	for n := range lists {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if err := e.cni.GCNetworkList(ctx, lists[n], &libcni.GCArgs{ValidAttachments: keep[n]}); err != nil {
+			errs = append(errs, fmt.Errorf("gc network %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}

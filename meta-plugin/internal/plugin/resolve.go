@@ -1,0 +1,430 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/containernetworking/cni/libcni"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/braid-cni/braid/meta-plugin/internal/cache"
+	"github.com/braid-cni/braid/meta-plugin/internal/conf"
+	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
+	"github.com/braid-cni/braid/meta-plugin/internal/device"
+	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+)
+
+// maxConcurrentReads bounds the NAD reads braid has in flight at once.
+const maxConcurrentReads = 8
+
+// attachment is one delegate network of a pod, ready for libcni.
+type attachment struct {
+	cache.Attachment
+	list *libcni.NetworkConfigList
+	// field names where the request came from, for messages: "networks[2]", "defaultNetworks[0]", ...
+	field string
+	// elem is the selection element (zero for the master).
+	elem selection.Element
+	// resource is the NAD's k8s.v1.cni.cncf.io/resourceName.
+	resource string
+}
+
+func (a *attachment) rt(e *env) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{
+		ContainerID:    e.args.ContainerID,
+		NetNS:          e.args.Netns,
+		IfName:         a.IfName,
+		Args:           conf.PluginArgs(e.args.Args),
+		CapabilityArgs: a.CapabilityArgs,
+	}
+}
+
+// fromCache turns a recorded attachment back into one libcni can run.
+func fromCache(ca cache.Attachment) (*attachment, error) {
+	list, err := libcni.ConfListFromBytes(ca.Config)
+	if err != nil {
+		return nil, fmt.Errorf("recorded config of %s on %s: %w", ca.Network, ca.IfName, err)
+	}
+	return &attachment{Attachment: ca, list: list}, nil
+}
+
+// resolver finds the configs of a pod's networks. It reads each NAD at most once per call.
+type resolver struct {
+	e    *env
+	kube Kube
+	nads map[string]*nadv1.NetworkAttachmentDefinition
+}
+
+func newResolver(e *env, kube Kube) *resolver {
+	return &resolver{e: e, kube: kube, nads: map[string]*nadv1.NetworkAttachmentDefinition{}}
+}
+
+func (r *resolver) nad(ctx context.Context, field, namespace, name string) (*nadv1.NetworkAttachmentDefinition, error) {
+	key := namespace + "/" + name
+	if n, ok := r.nads[key]; ok {
+		return n, nil
+	}
+	if r.kube == nil {
+		return nil, fmt.Errorf("%s: network-attachment-definition %s: braid has no kubeconfig: %w", field, key, errNetwork)
+	}
+	n, err := fetchNAD(ctx, r.kube, namespace, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("%s: network-attachment-definition %s not found: %w", field, key, errNetwork)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w: %w", field, err, errTryAgain)
+	}
+	r.nads[key] = n
+	return n, nil
+}
+
+// fetchNAD reads a NAD from the API server's cache and, when the cache does not have it (it may lag behind a
+// NAD created just before the pod), once more from etcd before believing it is missing.
+func fetchNAD(ctx context.Context, kube Kube, namespace, name string) (*nadv1.NetworkAttachmentDefinition, error) {
+	n, err := kube.GetNAD(ctx, namespace, name, false)
+	if apierrors.IsNotFound(err) {
+		n, err = kube.GetNAD(ctx, namespace, name, true)
+	}
+	return n, err
+}
+
+// prefetch reads the NADs concurrently, so that a pod with several networks waits for one round trip to the
+// API server rather than one per network. Errors are left for nad() to report with the right field, which
+// then asks again.
+func (r *resolver) prefetch(ctx context.Context, refs []conf.NetRef) {
+	if r.kube == nil {
+		return
+	}
+	var todo []conf.NetRef
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if k := ref.String(); !seen[k] && r.nads[k] == nil {
+			seen[k] = true
+			todo = append(todo, ref)
+		}
+	}
+	if len(todo) < 2 {
+		return // nothing to overlap
+	}
+	got := make([]*nadv1.NetworkAttachmentDefinition, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrentReads)
+	for i, ref := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if n, err := fetchNAD(ctx, r.kube, ref.Namespace, ref.Name); err == nil {
+				got[i] = n
+			}
+		}()
+	}
+	wg.Wait()
+	for i, ref := range todo {
+		if got[i] != nil {
+			r.nads[ref.String()] = got[i]
+		}
+	}
+}
+
+// nadList returns the config list of a NAD (NPWG spec 3.4.1: spec.config, else an on-disk conflist, else an
+// on-disk conf of that name) and its resourceName.
+func (r *resolver) nadList(ctx context.Context, field, namespace, name string) (*libcni.NetworkConfigList, string, error) {
+	n, err := r.nad(ctx, field, namespace, name)
+	if err != nil {
+		return nil, "", err
+	}
+	resource := n.Annotations[device.ResourceAnnotation]
+	var list *libcni.NetworkConfigList
+	if n.Spec.Config != "" {
+		list, err = delegate.FromNADConfig(n.Name, n.Spec.Config)
+	} else {
+		list, err = r.onDisk(n.Name)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s: %w", field, namespace, name, err)
+	}
+	if delegate.HasType(list, conf.PluginType) {
+		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s delegates to braid itself: %w", field, namespace, name, errNetwork)
+	}
+	return list, resource, nil
+}
+
+// onDisk finds the conf named name in confDir: conflists first, then confs (NPWG spec 3.4.1).
+func (r *resolver) onDisk(name string) (*libcni.NetworkConfigList, error) {
+	for _, exts := range [][]string{{".conflist"}, {".conf", ".json"}} {
+		files, err := libcni.ConfFiles(r.e.c.ConfDir, exts)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", r.e.c.ConfDir, err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue // a file that vanished or cannot be read is not the one we look for
+			}
+			list, err := delegate.FromBytes(b, "", f)
+			if err == nil && list.Name == name {
+				return list, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no spec.config and no conf named %q in %s: %w", name, r.e.c.ConfDir, errNetwork)
+}
+
+// master resolves the cluster network: the pod's default-network override, else the conf's clusterNetwork
+// (NAD, file or directory) or inline delegate.
+func (r *resolver) master(ctx context.Context, pod *corev1.Pod) (*attachment, error) {
+	c := r.e.c
+	a := &attachment{Attachment: cache.Attachment{IfName: r.e.args.IfName, Master: true}, field: "clusterNetwork"}
+	var err error
+	switch {
+	case pod != nil && pod.Annotations[selection.DefaultNetworkAnnotation] != "" && !c.IsSystemNamespace(pod.Namespace):
+		a.field = "default-network"
+		el, perr := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], pod.Namespace)
+		if perr != nil {
+			return nil, perr
+		}
+		if !c.MayUse(pod.Namespace, el.Namespace) {
+			return nil, isolationErr(a.field, pod.Namespace, el.Ref())
+		}
+		a.Network = el.Ref()
+		a.list, _, err = r.nadList(ctx, a.field, el.Namespace, el.Name)
+	case c.ClusterNAD != nil:
+		a.Network = c.ClusterNAD.String()
+		a.list, _, err = r.nadList(ctx, a.field, c.ClusterNAD.Namespace, c.ClusterNAD.Name)
+	case len(c.Delegates) > 0:
+		a.field = "delegates[0]"
+		a.list, err = delegate.FromBytes(c.FirstDelegate(), "", a.field)
+	default:
+		a.list, err = masterFromPath(c.ClusterNetwork)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.Network == "" {
+		a.Network = a.list.Name
+	}
+	a.Config = a.list.Bytes
+	a.CapabilityArgs = c.RuntimeConfig
+	return a, nil
+}
+
+// masterFromPath loads the cluster network from a conf file, or from the first conf of a directory that is
+// not braid's own (so braid's conf may live in the same directory).
+func masterFromPath(p string) (*libcni.NetworkConfigList, error) {
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("cluster network %s does not exist (yet): %w", p, errTryAgain)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster network %s: %w", p, err)
+	}
+	if !fi.IsDir() {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("cluster network: %w", err)
+		}
+		list, err := delegate.FromBytes(b, "", p)
+		if err != nil {
+			return nil, err
+		}
+		if delegate.HasType(list, conf.PluginType) {
+			return nil, fmt.Errorf("cluster network %s is braid's own conf: %w", p, delegate.ErrConfig)
+		}
+		return list, nil
+	}
+	files, err := libcni.ConfFiles(p, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return nil, fmt.Errorf("cluster network directory %s: %w", p, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// Like the runtime, skip files that do not load; and never pick braid's own conf.
+		if list, err := delegate.FromBytes(b, "", f); err == nil && !delegate.HasType(list, conf.PluginType) {
+			return list, nil
+		}
+	}
+	return nil, fmt.Errorf("no cluster network conf in %s yet: %w", p, errTryAgain)
+}
+
+func isolationErr(field, podNS, ref string) error {
+	return fmt.Errorf("%s: namespace isolation: pods in namespace %q may not use network-attachment-definition %s: %w",
+		field, podNS, ref, errNetwork)
+}
+
+// selections lists the extra networks: the conf's defaultNetworks (outside system namespaces) and then the
+// pod's annotation, with their interface names. Without the pod (a DEL after it was deleted) only the
+// defaultNetworks are known.
+func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
+	c := r.e.c
+	var defaults []selection.Element
+	if !c.IsSystemNamespace(r.e.k8s.PodNamespace) {
+		for _, ref := range c.DefaultNADs {
+			defaults = append(defaults, selection.Element{Name: ref.Name, Namespace: ref.Namespace})
+		}
+	}
+	var elems []selection.Element
+	if pod != nil {
+		var err error
+		if elems, err = selection.Parse(pod.Annotations[selection.NetworksAnnotation], pod.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	taken := []string{r.e.args.IfName}
+	defNames, err := selection.AssignInterfaces(taken, 1, defaults)
+	if err != nil {
+		return nil, err
+	}
+	names, err := selection.AssignInterfaces(append(taken, defNames...), len(defaults)+1, elems)
+	if err != nil {
+		return nil, err
+	}
+	var out []*attachment
+	for i, el := range defaults {
+		out = append(out, &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: defNames[i]},
+			field: fmt.Sprintf("defaultNetworks[%d]", i), elem: el})
+	}
+	for i, el := range elems {
+		field := fmt.Sprintf("networks[%d]", i)
+		if !c.MayUse(pod.Namespace, el.Namespace) {
+			return nil, isolationErr(field, pod.Namespace, el.Ref())
+		}
+		out = append(out, &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: names[i]}, field: field, elem: el})
+	}
+	return out, nil
+}
+
+// plan resolves every attachment of an ADD, checks what can be checked before anything runs (capabilities,
+// devices) and prepares the delegates' configs. Nothing is changed on the node except device-info files.
+func (p *Plugin) plan(ctx context.Context, e *env, kube Kube, pod *corev1.Pod) (_ []*attachment, err error) {
+	r := newResolver(e, kube)
+	extras, err := r.selections(pod)
+	if err != nil {
+		return nil, err
+	}
+	r.prefetch(ctx, r.nadRefs(pod, extras))
+	m, err := r.master(ctx, pod)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []device.Request
+	for _, a := range extras {
+		if a.list, a.resource, err = r.nadList(ctx, a.field, a.elem.Namespace, a.elem.Name); err != nil {
+			return nil, err
+		}
+		if err := delegate.CheckCapabilities(a.Network+" ("+a.field+")", a.list, a.elem); err != nil {
+			return nil, err
+		}
+		reqs = append(reqs, device.Request{Network: a.Network, Resource: a.resource, Fixed: a.elem.DeviceID})
+	}
+	ids, err := p.assignDevices(ctx, e, pod, reqs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.removeDeviceInfo(e, extras) // copied before the failure
+		}
+	}()
+	for i, a := range extras {
+		a.DeviceInfoFile = e.dev.CNIPath(a.list.Name, e.args.ContainerID, a.IfName)
+		if a.resource != "" && ids[i] != "" {
+			if _, err := e.dev.Copy(a.resource, ids[i], a.DeviceInfoFile); err != nil {
+				return nil, fmt.Errorf("%s: %w", a.field, err)
+			}
+		}
+		a.CapabilityArgs = delegate.CapabilityArgs(a.elem, ids[i], a.DeviceInfoFile)
+		if a.list, err = delegate.Customize(a.list, a.elem.CNIArgs, ids[i]); err != nil {
+			return nil, fmt.Errorf("%s: %w", a.field, err)
+		}
+		a.Config = a.list.Bytes
+	}
+	return append([]*attachment{m}, extras...), nil
+}
+
+// assignDevices asks the kubelet for the pod's devices only when some network needs one.
+func (p *Plugin) assignDevices(ctx context.Context, e *env, pod *corev1.Pod, reqs []device.Request) ([]string, error) {
+	var alloc map[string][]string
+	for _, r := range reqs {
+		if r.Resource == "" || r.Fixed != "" {
+			continue
+		}
+		if pod == nil {
+			return nil, fmt.Errorf("network %s needs a device of %s, but braid does not know the pod: %w", r.Network, r.Resource, device.ErrNoDevice)
+		}
+		var err error
+		if alloc, err = p.deps.Devices(e.c.PodResourcesSocket).Devices(ctx, pod.Namespace, pod.Name); err != nil {
+			return nil, fmt.Errorf("devices of pod %s/%s: %w: %w", pod.Namespace, pod.Name, err, errTryAgain)
+		}
+		break
+	}
+	return device.Assign(reqs, alloc)
+}
+
+// planForDelete rebuilds the attachments from the pod and its NADs when braid's record is gone. What cannot
+// be resolved any more is skipped and reported to the log, not to the runtime: a network that cannot be
+// resolved now was either never attached or is only known to the caches, which the caller merges in.
+func (p *Plugin) planForDelete(ctx context.Context, e *env, kube Kube, pod *corev1.Pod) []*attachment {
+	r := newResolver(e, kube)
+	var out []*attachment
+	if m, err := r.master(ctx, pod); err == nil {
+		out = append(out, m)
+	} else {
+		e.log.Warn("cannot resolve the cluster network from the pod; using braid's conf", "err", err)
+		if m, err := r.master(ctx, nil); err == nil {
+			out = append(out, m)
+		} else {
+			e.log.Warn("cannot resolve the cluster network", "err", err)
+		}
+	}
+	extras, err := r.selections(pod)
+	if err != nil {
+		e.log.Warn("pod's networks cannot be read; nothing of them was attached by braid", "err", err)
+		return out
+	}
+	for _, a := range extras {
+		list, _, err := r.nadList(ctx, a.field, a.elem.Namespace, a.elem.Name)
+		if err != nil {
+			e.log.Warn("network cannot be resolved for DEL", "network", a.Network, "err", err)
+			continue
+		}
+		a.list = list
+		a.Config = list.Bytes
+		a.DeviceInfoFile = e.dev.CNIPath(list.Name, e.args.ContainerID, a.IfName)
+		a.CapabilityArgs = delegate.CapabilityArgs(a.elem, a.elem.DeviceID, a.DeviceInfoFile)
+		out = append(out, a)
+	}
+	return out
+}
+
+// nadRefs lists every NAD the pod's attachments need: the cluster network's (the pod's override or the conf's)
+// and the extras'.
+func (r *resolver) nadRefs(pod *corev1.Pod, extras []*attachment) []conf.NetRef {
+	var refs []conf.NetRef
+	c := r.e.c
+	if pod != nil && pod.Annotations[selection.DefaultNetworkAnnotation] != "" && !c.IsSystemNamespace(pod.Namespace) {
+		if el, err := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], pod.Namespace); err == nil {
+			refs = append(refs, conf.NetRef{Namespace: el.Namespace, Name: el.Name})
+		}
+	} else if c.ClusterNAD != nil {
+		refs = append(refs, *c.ClusterNAD)
+	}
+	for _, a := range extras {
+		refs = append(refs, conf.NetRef{Namespace: a.elem.Namespace, Name: a.elem.Name})
+	}
+	return refs
+}
+
+// gateways of an attachment's "default-route" request.
+func (a *attachment) gateways() []netip.Addr { return a.elem.DefaultRoute }
