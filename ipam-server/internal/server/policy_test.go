@@ -247,7 +247,7 @@ func TestBadInputGetsEvents(t *testing.T) {
 	startServer(t, "")
 	for _, tc := range []struct{ pod, networks, event string }{
 		{"bad-nad", "nopools", "InvalidNetworkConfig: NetworkAttachmentDefinition " + ns + "/nopools: spec.config: ipam.pools"},
-		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, `InvalidNetworks: k8s.v1.cni.cncf.io/networks[0].ips[0]`},
+		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, `InvalidNetworks: k8s.v1.cni.cncf.io/networks: networks[0].ips[0]`},
 		{"missing-pool", "ghost", "NoEligiblePool: no eligible pool: IPPool no-such-pool not found"},
 	} {
 		mkPod(t, ns, tc.pod, "node-1", tc.networks)

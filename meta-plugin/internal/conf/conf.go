@@ -19,7 +19,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // PluginType is the CNI type of braid's own configuration.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 func plugins(t *testing.T, b []byte) []map[string]any {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // TestBenchMeta is `make bench-meta`: ADD and DEL of a pod with eth0 and two extra networks, many times, in

@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // fakeKube is an in-memory API server for tests of the core's ordering and error handling; the real one is

@@ -43,7 +43,7 @@ import (
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
 	"github.com/braid-cni/braid/meta-plugin/internal/route"
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // Error codes of braid (see the package comment).

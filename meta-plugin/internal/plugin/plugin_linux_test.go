@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // inRange reports whether addr is one of the host-local range's addresses (last octet lo..hi).

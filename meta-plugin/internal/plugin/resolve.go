@@ -18,7 +18,7 @@ import (
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
-	"github.com/braid-cni/braid/meta-plugin/internal/selection"
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // maxConcurrentReads bounds the NAD reads braid has in flight at once.

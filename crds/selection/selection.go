@@ -1,5 +1,7 @@
 // Package selection parses the NPWG Network Attachment Selection Annotation (k8s.v1.cni.cncf.io/networks) and
-// braid's per-pod default network override (v1.multus-cni.io/default-network). It is a pure core: no I/O, no
+// braid's per-pod default network override (v1.multus-cni.io/default-network): the API pods use to ask for
+// networks. The meta-plugin and braid-ipam-server share it, so both read a pod's request, and name its
+// interfaces, the same way. It is a pure core: no I/O, no
 // logging, no globals beyond constants. Every rejection is a *FieldError that names the offending field, e.g.
 // `networks[1].mac`, so a user can find the mistake in the pod's annotation.
 //
