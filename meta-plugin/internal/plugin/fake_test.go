@@ -20,8 +20,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 )
 
 // fakeKube is an in-memory API server for tests of the core's ordering and error handling; the real one is

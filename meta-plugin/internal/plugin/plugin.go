@@ -38,12 +38,12 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
 	"github.com/braid-cni/braid/meta-plugin/internal/route"
-	"github.com/braid-cni/braid/crds/selection"
 )
 
 // Error codes of braid (see the package comment).

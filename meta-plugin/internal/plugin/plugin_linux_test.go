@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
 
 // inRange reports whether addr is one of the host-local range's addresses (last octet lo..hi).
