@@ -184,9 +184,9 @@ func (h *harness) run(t *testing.T, s scenario) string {
 		names = append(names, nad.Name)
 	}
 	annotation := strings.Join(names, ",")
-	time.Sleep(time.Second) // let the server's cache see the NADs and pools before the clock starts
-
-	writesBefore := h.apiWrites(t)
+	// Let the server's cache see the NADs and pools, and the previous run's last pool status writes land,
+	// before the clock starts: wait until the API server has seen no write for two seconds.
+	writesBefore := h.quiet(t)
 	latencies := make([]time.Duration, s.pods)
 	var failures atomic.Int64
 	var firstErr atomic.Value
@@ -211,13 +211,15 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	close(work)
 	wg.Wait()
 	total := time.Since(start)
-	writes := h.apiWrites(t) - writesBefore - float64(s.pods) // minus the pod creations themselves
+	writes, breakdown := writesDuring(writesBefore, h.apiWrites(t))
+	writes -= float64(s.pods) // minus the pod creations themselves
 	if n := failures.Load(); n > 0 {
 		t.Errorf("%s: %d pods failed; first: %v", s.label, n, firstErr.Load())
 	}
 	allocs := float64(s.pods * s.networks)
 	slices.Sort(latencies)
 	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("BENCH-INFO %s writes %s\n", s.label, breakdown)
 	return fmt.Sprintf("BENCH %s pods=%d nodes=%d networks=%d total_s=%.2f allocs_per_s=%.1f add_p50_ms=%.1f add_p99_ms=%.1f api_writes_per_alloc=%.2f failures=%d load=%s",
 		s.label, s.pods, nodes, s.networks, total.Seconds(), allocs/total.Seconds(), ms(pct(latencies, 50)), ms(pct(latencies, 99)),
 		writes/allocs, failures.Load(), strings.Fields(string(load))[0])
@@ -249,14 +251,14 @@ func (h *harness) startPod(ctx context.Context, s scenario, ns string, i int, an
 	return nil
 }
 
-// apiWrites sums the API server's counters of write requests.
-func (h *harness) apiWrites(t *testing.T) float64 {
+// apiWrites returns the API server's counters of write requests, by resource (subresource) and verb.
+func (h *harness) apiWrites(t *testing.T) map[string]float64 {
 	t.Helper()
 	raw, err := h.clientset.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
+	out := map[string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(string(raw)))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -264,18 +266,58 @@ func (h *harness) apiWrites(t *testing.T) float64 {
 		if !strings.HasPrefix(line, "apiserver_request_total{") {
 			continue
 		}
-		write := false
-		for _, v := range []string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="DELETE"`, `verb="APPLY"`} {
-			write = write || strings.Contains(line, v)
+		labels := map[string]string{}
+		for _, kv := range strings.Split(line[len("apiserver_request_total{"):strings.LastIndex(line, "}")], ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			labels[k] = strings.Trim(v, `"`)
 		}
-		if !write {
+		switch labels["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE", "APPLY":
+		default:
 			continue
 		}
-		if v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64); err == nil {
-			sum += v
+		v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err != nil {
+			continue
+		}
+		key := labels["resource"]
+		if labels["subresource"] != "" {
+			key += "/" + labels["subresource"]
+		}
+		out[key+" "+labels["verb"]] += v
+	}
+	return out
+}
+
+// quiet waits until the API server's write counters stay still for two seconds, and returns them.
+func (h *harness) quiet(t *testing.T) map[string]float64 {
+	t.Helper()
+	last := h.apiWrites(t)
+	for still := 0; still < 4; {
+		time.Sleep(500 * time.Millisecond)
+		now := h.apiWrites(t)
+		if n, _ := writesDuring(last, now); n == 0 {
+			still++
+		} else {
+			still = 0
+		}
+		last = now
+	}
+	return last
+}
+
+// writesDuring is the difference of two apiWrites snapshots, in total and as "resource verb=count" words.
+func writesDuring(before, after map[string]float64) (float64, string) {
+	var total float64
+	var parts []string
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			total += d
+			parts = append(parts, fmt.Sprintf("%s=%.0f", strings.ReplaceAll(k, " ", ":"), d))
 		}
 	}
-	return sum
+	slices.Sort(parts)
+	return total, strings.Join(parts, ",")
 }
 
 func pct(d []time.Duration, p float64) time.Duration {

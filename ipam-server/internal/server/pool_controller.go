@@ -108,8 +108,11 @@ func (r *poolReconciler) writeStatus(ctx context.Context, p *braidv1.IPPool, sta
 	if equality.Semantic.DeepEqual(&p.Status, status) {
 		return nil
 	}
+	// A merge patch, not an update: the cached pool often lags our own last write, and only the leader
+	// writes pool status, so there is nothing to guard with a resourceVersion.
+	patch := client.MergeFrom(p.DeepCopy())
 	p.Status = *status
-	if err := r.Status().Update(ctx, p); err != nil {
+	if err := r.Status().Patch(ctx, p, patch); err != nil {
 		return fmt.Errorf("update status of IPPool %s: %w", p.Name, err)
 	}
 	r.lastWrite.Store(p.Name, r.state.now())
