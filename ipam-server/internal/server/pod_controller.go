@@ -483,12 +483,12 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 	return nil
 }
 
-// fail reports a failure on the pod, once per distinct message.
+// fail reports a failure on the pod, once per distinct message (a waiting pod is retried every second).
 func (r *podReconciler) fail(pod *corev1.Pod, f *failure, current string) {
-	r.metrics.Failures.WithLabelValues(f.reason).Inc()
 	if strings.Contains(current, jsonQuote(f.msg)) {
-		return // the annotation says so already: one Event per distinct failure
+		return // the annotation says so already: one Event and one count per distinct failure
 	}
+	r.metrics.Failures.WithLabelValues(f.reason).Inc()
 	r.events.Eventf(pod, nil, corev1.EventTypeWarning, f.reason, "AllocateAddress", "%s", f.msg)
 }
 

@@ -200,7 +200,9 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 				return fmt.Errorf("leader is rebuilding its state from the API server")
 			}
 		default: // a standby is ready once its cache has synced
-			if !mgr.GetCache().WaitForCacheSync(context.Background()) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if !mgr.GetCache().WaitForCacheSync(ctx) {
 				return fmt.Errorf("cache not synced")
 			}
 		}
