@@ -15,7 +15,7 @@ BINARIES := braid=meta-plugin/cmd/braid braid-ipam=ipam-server/cmd/braid-ipam \
 # e2e first: it proves cluster-up and cluster-down).
 E2E_PKGS = ./deploy/local/e2e $(filter-out ./deploy/local/e2e,$(shell go list -f '{{if eq .Name "e2e"}}./{{.ImportPath}}{{end}}' ./... | sed 's|github.com/braid-cni/braid/||'))
 
-.PHONY: build test test-unit test-e2e demo generate verify lint images cluster-up cluster-down bench deps tools clean
+.PHONY: build test test-unit test-e2e e2e demo demo-report demo-down generate verify lint images cluster-up cluster-down bench deps tools clean
 
 ## build: compile braid's four binaries into .cache/braid-bin
 build:
@@ -37,13 +37,24 @@ test-unit: deps
 # One local cluster at a time on this machine: e2e runs hold this lock (so do developers' manual sessions).
 CLUSTER_LOCK := /tmp/braid-cluster.lock
 test-e2e: deps images
-	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock $(CLUSTER_LOCK) go test -count=1 -p 1 -timeout 30m -v $(E2E_PKGS)
+	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock -o $(CLUSTER_LOCK) go test -count=1 -p 1 -timeout 30m -v $(E2E_PKGS)
 
-## demo: placeholder until the deploy issue lands (it says so and fails rather than pretend)
+## e2e: braid installed from deploy/ on the local cluster (deploy/e2e): the demo's proofs, restarts, scaling
+e2e: deps images
+	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock -o $(CLUSTER_LOCK) go test -count=1 -timeout 30m -v ./deploy/e2e
+
+# `flock -o`: the cluster's daemons must not inherit the lock, since the demo leaves them running.
+## demo: builds, starts the local cluster, simulates the node's three underlay networks, installs braid from
+## deploy/ with kubectl, applies deploy/examples, prints what each pod got and proves it; leaves it running
 demo:
-	@echo "make demo: braid's demo (deploy/ + examples) is not built yet; see issue 'deploy/ and make demo'." >&2
-	@echo "What exists today: 'make cluster-up' starts a real single-node Kubernetes; 'make test' runs the suite." >&2
-	@exit 2
+	@flock -o $(CLUSTER_LOCK) $(LOCAL)/demo.sh
+
+## demo-report: the demo's report and proofs again; demo-down: removes the demo, the cluster and the underlay
+demo-report:
+	@flock -o $(CLUSTER_LOCK) $(LOCAL)/demo.sh report
+
+demo-down:
+	@flock -o $(CLUSTER_LOCK) $(LOCAL)/demo.sh down
 
 ## generate: deepcopy and CRD YAML from the API types in crds/
 generate:

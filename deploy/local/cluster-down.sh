@@ -271,7 +271,7 @@ main() {
 	remove_iptables
 	restore_sysctls
 	remove_host_files
-	rm -f "$CTR_SOCK" "$CTR_SOCK.ttrpc"
+	rm -f "$CTR_SOCK" "$CTR_SOCK.ttrpc" "$STATE/containerd.fake-pci"
 	if $wipe; then
 		step "wiping ${STATE#"$REPO"/}"
 		rm -rf "$STATE"

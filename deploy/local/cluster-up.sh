@@ -15,6 +15,14 @@
 #
 # Idempotent: if every component is already running it says so and exits 0; a component that died is
 # started again. Needs root. Installs/builds what is missing (install-deps.sh, build-tools.sh, images.sh).
+#
+# BRAID_FAKE_PCI=<dir> (used by demo.sh): <dir> is the root of a fake PCI sysfs tree (braid-sriov-fixture),
+# and containerd — with it the CNI plugins it runs, such as host-device — sees <dir>/sys/bus/pci/devices at
+# /sys/bus/pci/devices, so that simulated SR-IOV VFs look real to them. containerd then runs in a mount
+# namespace of its own in which only that bind mount differs: $STATE is made a shared mount first, so the
+# mounts containerd and kubelet make under it (volumes, rootfs, pod netns files) are seen on both sides, and
+# /sys is made private in containerd's namespace, so the bind mount never reaches the host. cluster-down.sh
+# unmounts $STATE like any other mount under it; the namespace ends with the last process in it.
 set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
@@ -230,10 +238,39 @@ timeout: 30
 EOF
 }
 
+# launch_containerd_with_fake_pci starts containerd as BRAID_FAKE_PCI asks (see the top of this file) and
+# records the tree in $STATE/containerd.fake-pci, which check_fake_pci compares on the next run.
+launch_containerd_with_fake_pci() {
+	local devices=$BRAID_FAKE_PCI/sys/bus/pci/devices
+	[[ -d $devices ]] || die "BRAID_FAKE_PCI=$BRAID_FAKE_PCI: no $devices (write it with braid-sriov-fixture)"
+	if ! mountpoint -q "$STATE"; then mount --bind "$STATE" "$STATE"; fi
+	mount --make-shared "$STATE"
+	# shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+	launch containerd unshare --mount --propagation unchanged -- sh -c \
+		'mount --make-rprivate /sys && mount --bind "$0" /sys/bus/pci/devices && exec "$@"' \
+		"$devices" containerd --config "$CTRD/config.toml"
+	echo "$BRAID_FAKE_PCI" >"$STATE/containerd.fake-pci"
+}
+
+# check_fake_pci refuses to go on with a running containerd that does not see the fake PCI tree asked for
+# (or sees one when none is asked for): only a restart of the cluster can change what it sees.
+check_fake_pci() {
+	alive containerd || { rm -f "$STATE/containerd.fake-pci"; return 0; }
+	local running
+	running=$(cat "$STATE/containerd.fake-pci" 2>/dev/null || true)
+	if [[ $running != "${BRAID_FAKE_PCI:-}" ]]; then
+		die "containerd runs with BRAID_FAKE_PCI='$running', asked for '${BRAID_FAKE_PCI:-}': stop the cluster first (deploy/local/cluster-down.sh)"
+	fi
+}
+
 start_containerd() {
 	write_cni_conf
 	write_containerd_config
-	launch containerd containerd --config "$CTRD/config.toml"
+	if [[ -n ${BRAID_FAKE_PCI:-} ]]; then
+		launch_containerd_with_fake_pci
+	else
+		launch containerd containerd --config "$CTRD/config.toml"
+	fi
 	wait_until containerd 30 "serving on $CTR_SOCK" ctr --address "$CTR_SOCK" version
 	# Builds the images if needed (cached by content) and imports them into this containerd.
 	"$HERE/images.sh" || fail containerd "importing images failed"
@@ -473,6 +510,7 @@ all_alive() {
 
 main() {
 	[[ $(id -u) -eq 0 ]] || die "cluster-up.sh must run as root (containerd, kubelet and CNI need it)"
+	if [[ -n ${BRAID_FAKE_PCI:-} ]]; then check_fake_pci; fi
 	if all_alive && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
 		step "local cluster already up (kubeconfig: $KUBECONFIG_ADMIN)"
 		return 0

@@ -147,8 +147,11 @@ main() {
 	else
 		step "note: $BRAID_BIN is empty (run 'make build'); localhost/braid:dev holds only pause and CNI plugins"
 	fi
+	# Not braid's own: braid's installer (the DaemonSet) copies braid and braid-ipam into $CNI_BIN, the node's
+	# CNI bin dir, and taking them back from there would change the image each time braid is installed.
 	if compgen -G "$CNI_BIN/*" >/dev/null; then
 		for f in "$CNI_BIN"/*; do
+			case ${f##*/} in braid | braid-*) continue ;; esac
 			if [[ -f $f && -x $f ]]; then cp "$f" "$root/opt/cni/bin/"; fi
 		done
 	fi

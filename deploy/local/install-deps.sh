@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local cluster needs: containerd (+ctr), runc, iptables, iproute2,
-# openssl, util-linux (nsenter). Idempotent: when every command is present it prints nothing and exits at
-# once, so every other script can call it unconditionally.
+# Installs the Debian packages the local cluster needs: containerd (+ctr), runc, iptables (+ebtables-nft),
+# iproute2, openssl, util-linux (nsenter), iputils-ping (the demo's proofs). Idempotent: when every command
+# is present it prints nothing and exits at once, so every other script can call it unconditionally.
 set -euo pipefail
 # shellcheck source=env.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/env.sh"
@@ -18,6 +18,8 @@ declare -A PKG_OF=(
 	[ip]=iproute2
 	[openssl]=openssl
 	[nsenter]=util-linux
+	[ebtables-nft]=iptables # the demo's switch counters
+	[ping]=iputils-ping     # the demo's proofs, run inside pods' network namespaces
 )
 
 # missing_packages prints, one per line and without duplicates, the packages whose command is absent.
