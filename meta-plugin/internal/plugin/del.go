@@ -36,6 +36,10 @@ func (p *Plugin) Del(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 	for i := len(atts) - 1; i >= 0; i-- {
 		a := atts[i]
 		if err := e.cni.DelNetworkList(ctx, a.list, a.rt(e)); err != nil {
+			if a.guessed {
+				e.log.Warn("DEL of a network with no sign that its ADD ran failed; ignored", "network", a.Network, "ifName", a.IfName, "err", err)
+				continue
+			}
 			errs = append(errs, fmt.Errorf("detach %s from %s: %w", a.Network, a.IfName, err))
 			continue
 		}
@@ -129,7 +133,7 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 		}
 		a := &attachment{Attachment: cache.Attachment{Network: ca.Network, IfName: ca.IfName, Config: ca.Config,
 			CapabilityArgs: ca.CapabilityArgs, Master: ca.IfName == e.args.IfName}, list: list}
-		// What actually ran (the cache) wins over what the NAD says today.
+		// What actually ran (the cache) wins over what the NAD says today, and is no guess.
 		if i, ok := byIf[ca.IfName]; ok {
 			a.Network, a.DeviceInfoFile, a.Master = atts[i].Network, atts[i].DeviceInfoFile, atts[i].Master
 			atts[i] = a

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -229,5 +230,26 @@ func TestGCNeedsTheValidList(t *testing.T) {
 	want := []string{"DEL plugin-c net3", "DEL plugin-b net2", "DEL plugin-a net1", "DEL plugin-m eth0"}
 	if diff := cmp.Diff(want, x.calls()[:4]); diff != "" {
 		t.Fatalf("GC calls (-want +got):\n%s", diff)
+	}
+}
+
+// TestDelIgnoresFailuresOfNetworksThatNeverRan: after a failed ADD (rolled back), the runtime's DEL rebuilds
+// the attachments from the pod; a delegate that cannot DEL what it never set up (host-device without its
+// device) must not keep the pod from going, while a failing DEL of the cluster network is still reported.
+func TestDelIgnoresFailuresOfNetworksThatNeverRan(t *testing.T) {
+	p, _, x, args := fakeWorld(t, "plugin-b:ADD", "plugin-c:DEL")
+	if err := p.CmdAdd(args); err == nil {
+		t.Fatal("ADD should fail at plugin-b")
+	}
+	x.calls()
+	if err := p.CmdDel(args); err != nil {
+		t.Fatalf("DEL after a failed ADD: %v", err)
+	}
+	if calls := x.calls(); !slices.Contains(calls, "DEL plugin-c net3") || !slices.Contains(calls, "DEL plugin-m eth0") {
+		t.Fatalf("DEL must still try every network: %v", calls)
+	}
+	x.fail["plugin-m:DEL"] = true
+	if err := p.CmdDel(args); err == nil || !strings.Contains(err.Error(), "plugin-m refuses DEL") {
+		t.Fatalf("a failing DEL of the cluster network must be reported, got %v", err)
 	}
 }

@@ -34,6 +34,10 @@ type attachment struct {
 	elem selection.Element
 	// resource is the NAD's k8s.v1.cni.cncf.io/resourceName.
 	resource string
+	// guessed marks an extra network DEL rebuilt from the pod alone: neither braid's record nor libcni's
+	// cache says its ADD ever ran, so a failing DEL of it (host-device without its device, say) is no
+	// reason to keep the pod from going.
+	guessed bool
 }
 
 func (a *attachment) rt(e *env) *libcni.RuntimeConf {
@@ -403,6 +407,7 @@ func (p *Plugin) planForDelete(ctx context.Context, e *env, kube Kube, pod *core
 		a.Config = list.Bytes
 		a.DeviceInfoFile = e.dev.CNIPath(list.Name, e.args.ContainerID, a.IfName)
 		a.CapabilityArgs = delegate.CapabilityArgs(a.elem, a.elem.DeviceID, a.DeviceInfoFile)
+		a.guessed = true // until libcni's cache confirms it (gather)
 		out = append(out, a)
 	}
 	return out
