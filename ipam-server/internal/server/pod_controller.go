@@ -92,7 +92,10 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	}
 
 	result := assignment.Assignments{PodUID: string(pod.UID), Interfaces: map[string]assignment.Interface{}}
-	held := r.heldBy(ctx, pod)
+	held, err := r.heldBy(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err // without them a second address could be allocated for an interface
+	}
 	retry := false
 	for _, sel := range sels {
 		conf, uses, err := r.braidIPAM(ctx, sel)
@@ -158,11 +161,11 @@ func (r *podReconciler) braidIPAM(ctx context.Context, sel podnet.Selection) (po
 
 // heldBy returns the pod's FloatingIPs (cached, plus those just created here) by interface, excluding
 // released ones and those of a previous pod of the same name that are due for release.
-func (r *podReconciler) heldBy(ctx context.Context, pod *corev1.Pod) map[string][]braidv1.FloatingIP {
+func (r *podReconciler) heldBy(ctx context.Context, pod *corev1.Pod) (map[string][]braidv1.FloatingIP, error) {
 	key := pod.Namespace + "/" + pod.Name
 	list := &braidv1.FloatingIPList{}
 	if err := r.List(ctx, list, client.MatchingFields{indexPod: key}); err != nil {
-		list.Items = nil
+		return nil, fmt.Errorf("list FloatingIPs of pod %s: %w", key, err)
 	}
 	seen := map[string]bool{}
 	out := map[string][]braidv1.FloatingIP{}
@@ -177,7 +180,7 @@ func (r *podReconciler) heldBy(ctx context.Context, pod *corev1.Pod) map[string]
 		}
 		out[f.Spec.Interface] = append(out[f.Spec.Interface], f)
 	}
-	return out
+	return out, nil
 }
 
 // candidate is an eligible pool for an interface.
