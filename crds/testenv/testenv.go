@@ -67,7 +67,8 @@ func New() (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("testenv: start kube-apiserver and etcd: %w", err)
+		// Start can fail after launching etcd and the API server (a CRD the API server refuses): stop them.
+		return nil, errors.Join(fmt.Errorf("testenv: start kube-apiserver and etcd: %w", err), env.Stop())
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
