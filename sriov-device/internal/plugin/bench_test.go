@@ -83,20 +83,9 @@ func TestBenchSRIOV(t *testing.T) {
 		t.Fatal(err)
 	}
 	kubelet := startKubelet(t, pluginDir)
-	ctx, cancel := context.WithCancel(context.Background())
-	log := newTestLog(t)
-	done := make(chan error, 1)
-	go func() {
-		done <- plugin.Run(ctx, plugin.Options{Root: tree.Root, ConfigFile: cfgFile, PluginDir: pluginDir,
-			DevInfoDir: filepath.Join(base, "devinfo"), Logger: log.logger})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		log.close()
-	}()
+	stop := runPlugin(t, plugin.Options{Root: tree.Root, ConfigFile: cfgFile, PluginDir: pluginDir,
+		DevInfoDir: filepath.Join(base, "devinfo")})
+	defer stop()
 	kubelet.waitRegistered(t, "braid.dev/x710")
 	ep := kubelet.endpoint(t, "braid.dev/x710")
 	ep.waitList(t, "all VFs", func(l []*pluginapi.Device) bool { return len(l) == len(vfs) })

@@ -32,7 +32,6 @@ type world struct {
 	devinfoDir string
 	kubelet    *fakeKubelet
 	hostEvents chan struct{}
-	done       chan error
 }
 
 const baseConfig = `{"resourceList": [
@@ -51,7 +50,7 @@ func start(t *testing.T, config string, resync time.Duration) *world {
 	}
 	w := &world{tree: tree, config: filepath.Join(base, "etc", "config.json"),
 		pluginDir: filepath.Join(base, "dp"), devinfoDir: filepath.Join(base, "devinfo"),
-		hostEvents: make(chan struct{}, 1), done: make(chan error, 1)}
+		hostEvents: make(chan struct{}, 1)}
 	for _, dir := range []string{filepath.Dir(w.config), w.pluginDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -60,26 +59,11 @@ func start(t *testing.T, config string, resync time.Duration) *world {
 	w.writeConfig(t, config)
 	w.kubelet = startKubelet(t, w.pluginDir)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	log := newTestLog(t)
-	go func() {
-		w.done <- plugin.Run(ctx, plugin.Options{
-			Root: tree.Root, ConfigFile: w.config, PluginDir: w.pluginDir, DevInfoDir: w.devinfoDir,
-			Resync: resync, Debounce: 10 * time.Millisecond, HostEvents: w.hostEvents, Logger: log.logger,
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-w.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-		log.close()
+	stop := runPlugin(t, plugin.Options{
+		Root: tree.Root, ConfigFile: w.config, PluginDir: w.pluginDir, DevInfoDir: w.devinfoDir,
+		Resync: resync, Debounce: 10 * time.Millisecond, HostEvents: w.hostEvents,
 	})
+	t.Cleanup(stop)
 	return w
 }
 
@@ -402,19 +386,10 @@ func TestStartsBeforeTheKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	pluginDir := filepath.Join(base, "dp") // does not exist yet: the kubelet has never run
-	ctx, cancel := context.WithCancel(context.Background())
-	log := newTestLog(t)
-	done := make(chan error, 1)
-	go func() {
-		done <- plugin.Run(ctx, plugin.Options{Root: tree.Root, ConfigFile: cfg, PluginDir: pluginDir,
-			DevInfoDir: filepath.Join(base, "devinfo"), Logger: log.logger})
-	}()
+	stop := runPlugin(t, plugin.Options{Root: tree.Root, ConfigFile: cfg, PluginDir: pluginDir,
+		DevInfoDir: filepath.Join(base, "devinfo")})
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		log.close()
+		stop()
 		if err := socketGone(filepath.Join(pluginDir, "braid-sriov-braid.dev_x710.sock")); err != nil {
 			t.Errorf("after shutdown: %v", err)
 		}
@@ -479,4 +454,27 @@ func (l *testLog) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
+}
+
+// runPlugin runs plugin.Run with a test logger until the returned stop is called; stop cancels it, waits for
+// it to return (reporting its error) and silences the logger.
+func runPlugin(t *testing.T, opts plugin.Options) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := newTestLog(t)
+	opts.Logger = log.logger
+	done := make(chan error, 1)
+	go func() { done <- plugin.Run(ctx, opts) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+		log.close()
+	}
 }
