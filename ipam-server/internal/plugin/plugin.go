@@ -12,13 +12,12 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
@@ -26,17 +25,27 @@ import (
 
 // Plugin implements the CNI commands. NewClient is injected so tests and the binary share the code.
 type Plugin struct {
-	NewClient func(kubeconfig string) (kubernetes.Interface, error)
+	NewClient func(kubeconfig string) (metadata.Interface, error)
 }
 
-// NewClientFromKubeconfig builds a client from a kubeconfig file (the node's read-only credentials).
-func NewClientFromKubeconfig(path string) (kubernetes.Interface, error) {
+// podsResource and ippoolsResource are all braid-ipam reads, and only their metadata: the assignment is an
+// annotation on the pod, and STATUS needs to know only that the pools exist.
+var (
+	podsResource    = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	ippoolsResource = schema.GroupVersionResource{Group: "braid.dev", Version: "v1alpha1", Resource: "ippools"}
+)
+
+// NewClientFromKubeconfig builds a client from a kubeconfig file (the node's read-only credentials). It is
+// the metadata client: braid-ipam runs as a fresh process for every CNI call, and client-go's typed
+// clientset would register every API group of Kubernetes at each start for two requests.
+func NewClientFromKubeconfig(path string) (metadata.Interface, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", path)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
 	cfg.Timeout = 10 * time.Second
-	return kubernetes.NewForConfig(cfg)
+	cfg.UserAgent = "braid-ipam"
+	return metadata.NewForConfig(cfg)
 }
 
 // Funcs returns the skel functions for PluginMainFuncs.
@@ -117,13 +126,22 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "braid-ipam: cannot build an API client", err.Error())
 	}
-	if _, err := c.Discovery().ServerVersion(); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "braid-ipam: the API server does not answer", err.Error())
+	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
+	defer cancel()
+	for _, name := range conf.IPAM.Pools {
+		_, err := c.Resource(ippoolsResource).Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+		switch {
+		case apierrors.IsNotFound(err):
+			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("braid-ipam: ipam.pools: IPPool %q does not exist", name),
+				"create it with kubectl or fix the NAD's ipam.pools")
+		case err != nil:
+			return types.NewError(types.ErrPluginNotAvailable, "braid-ipam: the API server does not answer", err.Error())
+		}
 	}
 	return nil
 }
 
-func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, kubernetes.Interface, error) {
+func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, metadata.Interface, error) {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		return nil, podArgs{}, nil, err
@@ -148,11 +166,12 @@ var errNotYet = errors.New("braid-ipam-server has not assigned an address yet (i
 // waitAssigned reads the pod and, until its annotation assigns the interface addresses, watches it from
 // that version on; when the context ends it fails with code 11 (try again later) and the reason the server
 // recorded. One GET answers when the server was first; a closed watch resumes from a fresh GET.
-func waitAssigned(ctx context.Context, c kubernetes.Interface, pod podArgs, ifName string) (assignment.Interface, error) {
+func waitAssigned(ctx context.Context, c metadata.Interface, pod podArgs, ifName string) (assignment.Interface, error) {
 	reason := errNotYet.Error()
-	pods := c.CoreV1().Pods(pod.Namespace)
+	pods := c.Resource(podsResource).Namespace(pod.Namespace)
 	for {
-		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		// From the API server's watch cache: a stale answer only means the watch below replays what followed.
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{ResourceVersion: "0"})
 		switch {
 		case apierrors.IsNotFound(err):
 			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s not found", pod.Namespace, pod.Name), "")
@@ -179,7 +198,7 @@ func waitAssigned(ctx context.Context, c kubernetes.Interface, pod podArgs, ifNa
 }
 
 // watchAssigned follows the pod from resourceVersion until it is assigned, deleted, or the watch ends.
-func watchAssigned(ctx context.Context, pods typedcorev1.PodInterface, resourceVersion string, pod podArgs, ifName string,
+func watchAssigned(ctx context.Context, pods metadata.ResourceInterface, resourceVersion string, pod podArgs, ifName string,
 	reason *string) (assignment.Interface, bool, error) {
 	w, err := pods.Watch(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
@@ -198,7 +217,7 @@ func watchAssigned(ctx context.Context, pods typedcorev1.PodInterface, resourceV
 			if !open {
 				return assignment.Interface{}, false, nil
 			}
-			p, ok := ev.Object.(*corev1.Pod)
+			p, ok := ev.Object.(*metav1.PartialObjectMetadata)
 			if !ok {
 				continue
 			}
@@ -215,7 +234,7 @@ func watchAssigned(ctx context.Context, pods typedcorev1.PodInterface, resourceV
 
 // assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it
 // updates reason with what the server recorded.
-func assigned(p *corev1.Pod, uid, ifName string, reason *string) (assignment.Interface, bool) {
+func assigned(p *metav1.PartialObjectMetadata, uid, ifName string, reason *string) (assignment.Interface, bool) {
 	if uid != "" && string(p.UID) != uid {
 		*reason = fmt.Sprintf("pod has UID %s, not %s (recreated?)", p.UID, uid)
 		return assignment.Interface{}, false
@@ -241,8 +260,8 @@ func assigned(p *corev1.Pod, uid, ifName string, reason *string) (assignment.Int
 }
 
 // current reads the pod's assignments once.
-func current(ctx context.Context, c kubernetes.Interface, pod podArgs) (assignment.Assignments, error) {
-	p, err := c.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+func current(ctx context.Context, c metadata.Interface, pod podArgs) (assignment.Assignments, error) {
+	p, err := c.Resource(podsResource).Namespace(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		return assignment.Assignments{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: get pod %s/%s", pod.Namespace, pod.Name), err.Error())
 	}
