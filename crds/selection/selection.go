@@ -576,6 +576,21 @@ func AssignInterfaces(taken []string, first int, elems []Element) ([]string, err
 	return names, nil
 }
 
+// AssignAll names every extra interface of a pod the way braid does: the defaults (a meta-plugin's
+// defaultNetworks, attached to every pod outside system namespaces) take net1..netK in order, then the pod's
+// own elements continue from net<K+1>. clusterIf is the cluster network's interface (eth0). braid and
+// braid-ipam-server both call it, so that an address is assigned to the interface that will carry it.
+func AssignAll(clusterIf string, defaults, elems []Element) (defaultNames, names []string, err error) {
+	taken := []string{clusterIf}
+	if defaultNames, err = AssignInterfaces(taken, 1, defaults); err != nil {
+		return nil, nil, err
+	}
+	if names, err = AssignInterfaces(append(taken, defaultNames...), len(defaults)+1, elems); err != nil {
+		return nil, nil, err
+	}
+	return defaultNames, names, nil
+}
+
 // Encode renders elements in the JSON form, which Parse reads back to the same elements.
 func Encode(elems []Element) (string, error) {
 	type wire struct {

@@ -210,6 +210,23 @@ func TestAssignInterfaces(t *testing.T) {
 	}
 }
 
+func TestAssignAllNumbersPodNetworksAfterDefaults(t *testing.T) {
+	defaults := []Element{{Name: "d1"}, {Name: "d2"}}
+	defNames, names, err := AssignAll("eth0", defaults, []Element{{Name: "a"}, {Name: "b", Interface: "data0"}, {Name: "c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"net1", "net2"}, defNames); diff != "" {
+		t.Errorf("defaults' names (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"net3", "data0", "net5"}, names); diff != "" {
+		t.Errorf("pod's names (-want +got):\n%s", diff)
+	}
+	if _, _, err := AssignAll("eth0", defaults, []Element{{Name: "a", Interface: "net2"}}); err == nil {
+		t.Error("a pod may not ask for the interface of a default network")
+	}
+}
+
 func TestEncodeRoundTrip(t *testing.T) {
 	in := `[{"name":"a","default-route":[]},{"name":"b","namespace":"x","ips":["192.0.2.1/24"],"mac":"02:00:00:00:00:01",
 		"cni-args":{"k":"v","n":1.5},"portMappings":[{"hostPort":1,"containerPort":2}],"bandwidth":{"egressRate":5}}]`

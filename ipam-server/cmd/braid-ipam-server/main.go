@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -25,6 +26,11 @@ func main() {
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables")
 	flag.DurationVar(&opts.Resync, "resync", 0, "re-reconcile everything this often (0: controller-runtime's default)")
 	flag.IntVar(&opts.Workers, "workers", 8, "concurrent pod reconciles")
+	flag.Func("default-networks", "braid's defaultNetworks as namespace/name, comma-separated: the same list as the braid conf on the nodes",
+		func(v string) error { opts.Defaults.Networks = splitList(v); return nil })
+	opts.Defaults.SystemNamespaces = []string{"kube-system"}
+	flag.Func("system-namespaces", "namespaces whose pods get no default networks, comma-separated (default kube-system; as braid's conf)",
+		func(v string) error { opts.Defaults.SystemNamespaces = splitList(v); return nil })
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -48,4 +54,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "braid-ipam-server: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

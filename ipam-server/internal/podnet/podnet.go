@@ -5,9 +5,13 @@ package podnet
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/braid-cni/braid/crds/selection"
 )
@@ -26,18 +30,54 @@ type Selection struct {
 // Key is the NAD reference "namespace/name".
 func (s Selection) Key() string { return s.Namespace + "/" + s.Name }
 
-// ParseSelections parses the annotation with the meta-plugin's parser and names interfaces as it does
-// (eth0 is the cluster network's; unnamed elements get net1..netN, skipping names others requested).
-func ParseSelections(annotation, podNamespace string) ([]Selection, error) {
+// Defaults are the networks braid attaches to every pod outside SystemNamespaces before the pod's own (the
+// meta-plugin conf's defaultNetworks and systemNamespaces): braid-ipam-server must know them to serve them and
+// to name the pod's interfaces as the nodes will.
+type Defaults struct {
+	Networks         []string // "namespace/name", in braid's order
+	SystemNamespaces []string
+}
+
+// Validate checks that every default network is a "namespace/name" reference.
+func (d Defaults) Validate() error {
+	for i, n := range d.Networks {
+		ns, name, ok := strings.Cut(n, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("default-networks[%d]: %q is not namespace/name: write each as braid's conf resolves it", i, n)
+		}
+	}
+	return nil
+}
+
+// For returns the default networks of a pod in podNamespace: none in a system namespace.
+func (d Defaults) For(podNamespace string) []selection.Element {
+	if slices.Contains(d.SystemNamespaces, podNamespace) {
+		return nil
+	}
+	out := make([]selection.Element, 0, len(d.Networks))
+	for _, n := range d.Networks {
+		ns, name, _ := strings.Cut(n, "/")
+		out = append(out, selection.Element{Namespace: ns, Name: name})
+	}
+	return out
+}
+
+// ParseSelections parses the annotation with the meta-plugin's parser and names interfaces as it does: eth0
+// is the cluster network's, the defaults take net1..netK, and the pod's unnamed elements continue from
+// net<K+1>, skipping names others requested. The defaults come first in the result.
+func ParseSelections(annotation, podNamespace string, defaults []selection.Element) ([]Selection, error) {
 	elems, err := selection.Parse(annotation, podNamespace)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", NetworksAnnotation, err)
 	}
-	names, err := selection.AssignInterfaces([]string{"eth0"}, 1, elems)
+	defNames, names, err := selection.AssignAll("eth0", defaults, elems)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", NetworksAnnotation, err)
 	}
-	out := make([]Selection, 0, len(elems))
+	out := make([]Selection, 0, len(defaults)+len(elems))
+	for i, d := range defaults {
+		out = append(out, Selection{Namespace: d.Namespace, Name: d.Name, Interface: defNames[i]})
+	}
 	for i, e := range elems {
 		s := Selection{Namespace: e.Namespace, Name: e.Name, Interface: names[i]}
 		for j, ip := range e.IPs {
@@ -74,32 +114,58 @@ type IPAMConf struct {
 }
 
 // BraidIPAM finds the braid-ipam section in a NAD's spec.config (a single conf or a conflist). It returns
-// ok=false when the network does not use braid-ipam.
+// ok=false when the network does not use braid-ipam; only a braid-ipam section is validated, so a config that
+// is odd elsewhere is left for the node to refuse.
 func BraidIPAM(config string) (IPAMConf, bool, error) {
-	var conf struct {
-		IPAM    *IPAMConf `json:"ipam"`
-		Plugins []struct {
-			IPAM *IPAMConf `json:"ipam"`
-		} `json:"plugins"`
-	}
 	if strings.TrimSpace(config) == "" {
 		return IPAMConf{}, false, nil
 	}
+	var conf struct {
+		IPAM    json.RawMessage `json:"ipam"`
+		Plugins json.RawMessage `json:"plugins"`
+	}
 	if err := json.Unmarshal([]byte(config), &conf); err != nil {
-		return IPAMConf{}, false, fmt.Errorf("spec.config: invalid JSON: %w", err)
+		return IPAMConf{}, false, fmt.Errorf("spec.config: not a JSON object: %w", err)
 	}
-	candidates := []*IPAMConf{conf.IPAM}
-	for _, p := range conf.Plugins {
-		candidates = append(candidates, p.IPAM)
+	fields, sections := []string{"ipam"}, []json.RawMessage{conf.IPAM}
+	var plugins []json.RawMessage
+	_ = json.Unmarshal(conf.Plugins, &plugins) // not a list: no plugins to search
+	for i, p := range plugins {
+		var pc struct {
+			IPAM json.RawMessage `json:"ipam"`
+		}
+		_ = json.Unmarshal(p, &pc) // not an object: no ipam section
+		fields, sections = append(fields, fmt.Sprintf("plugins[%d].ipam", i)), append(sections, pc.IPAM)
 	}
-	for _, c := range candidates {
-		if c == nil || c.Type != IPAMType {
-			continue
+	for i, raw := range sections {
+		var head struct {
+			Type string `json:"type"`
 		}
-		if len(c.Pools) == 0 {
-			return IPAMConf{}, true, fmt.Errorf("spec.config: ipam.pools: braid-ipam needs at least one IPPool name")
+		if json.Unmarshal(raw, &head) == nil && head.Type == IPAMType {
+			c, err := parseIPAM(fields[i], raw)
+			return c, true, err
 		}
-		return *c, true, nil
 	}
 	return IPAMConf{}, false, nil
+}
+
+// parseIPAM decodes and checks a braid-ipam section; errors name field (ipam or plugins[i].ipam) and the key.
+func parseIPAM(field string, raw json.RawMessage) (IPAMConf, error) {
+	var c IPAMConf
+	if err := json.Unmarshal(raw, &c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return IPAMConf{}, fmt.Errorf("spec.config: %s.%s: must be of type %s, not %s", field, te.Field, te.Type, te.Value)
+		}
+		return IPAMConf{}, fmt.Errorf("spec.config: %s: %w", field, err)
+	}
+	if len(c.Pools) == 0 {
+		return IPAMConf{}, fmt.Errorf("spec.config: %s.pools: braid-ipam needs at least one IPPool name", field)
+	}
+	for i, name := range c.Pools {
+		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+			return IPAMConf{}, fmt.Errorf("spec.config: %s.pools[%d]: %q is not an IPPool name: %s", field, i, name, strings.Join(msgs, "; "))
+		}
+	}
+	return c, nil
 }

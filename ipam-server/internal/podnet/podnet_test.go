@@ -25,7 +25,7 @@ func TestParseSelections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseSelections(tc.in, "ns")
+			got, err := ParseSelections(tc.in, "ns", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,9 +43,32 @@ func TestParseSelectionsErrorsNameTheField(t *testing.T) {
 		`[{"name":`:                     "networks",
 		`a,,b`:                          "networks[1]",
 	} {
-		if _, err := ParseSelections(in, "ns"); err == nil || !strings.Contains(err.Error(), field) {
+		if _, err := ParseSelections(in, "ns", nil); err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: want an error naming %s, got %v", in, field, err)
 		}
+	}
+}
+
+func TestDefaultNetworksComeFirstOutsideSystemNamespaces(t *testing.T) {
+	d := Defaults{Networks: []string{"kube-system/mgmt", "infra/ctl"}, SystemNamespaces: []string{"kube-system"}}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseSelections("data,extra@x0,more", "app", d.For("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Selection{{Namespace: "kube-system", Name: "mgmt", Interface: "net1"}, {Namespace: "infra", Name: "ctl", Interface: "net2"},
+		{Namespace: "app", Name: "data", Interface: "net3"}, {Namespace: "app", Name: "extra", Interface: "x0"}, {Namespace: "app", Name: "more", Interface: "net5"}}
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if got := d.For("kube-system"); len(got) != 0 {
+		t.Errorf("a system namespace got default networks %v", got)
+	}
+	err = Defaults{Networks: []string{"infra/ctl", "mgmt"}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "default-networks[1]") {
+		t.Errorf("a default network without namespace: %v, want an error naming default-networks[1]", err)
 	}
 }
 

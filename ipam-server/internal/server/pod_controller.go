@@ -58,6 +58,8 @@ type podReconciler struct {
 	state   *state
 	events  events.EventRecorder
 	metrics *Metrics
+	// defaults are the networks braid attaches to every pod outside system namespaces.
+	defaults podnet.Defaults
 
 	written sync.Map // pod namespace/name -> written, to skip patches identical to one just made
 }
@@ -84,7 +86,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return ctrl.Result{}, nil
 	}
-	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace)
+	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace, r.defaults.For(pod.Namespace))
 	if err != nil {
 		// The pod's own input is wrong: say so on the pod; retrying cannot help until it changes.
 		r.fail(pod, &failure{ReasonInvalidNetworks, err.Error()}, "")

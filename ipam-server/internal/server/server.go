@@ -65,6 +65,8 @@ type Options struct {
 	Registry prometheus.Registerer
 	// InProcessReplica lets tests run several replicas in one process (controller names repeat).
 	InProcessReplica bool
+	// Defaults are braid's defaultNetworks and systemNamespaces, as the nodes' braid conf sets them.
+	Defaults podnet.Defaults
 }
 
 // Scheme returns the types the server reads and writes.
@@ -89,6 +91,9 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	if opts.Workers == 0 {
 		opts.Workers = 8
+	}
+	if err := opts.Defaults.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.LeaderElectionID == "" {
 		opts.LeaderElectionID = "braid-ipam-server"
@@ -124,13 +129,13 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		opts.Registry = metrics.Registry
 	}
 	m := NewMetrics(opts.Registry)
-	if err := setup(mgr, s, m, opts.Workers); err != nil {
+	if err := setup(mgr, s, m, opts.Workers, opts.Defaults); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
-func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
+func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podnet.Defaults) error {
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()
 	for name, fn := range map[string]func(*braidv1.FloatingIP) string{
@@ -221,7 +226,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
 	})
 	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetAnnotations()[podnet.NetworksAnnotation] != ""
+		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || len(defaults.For(o.GetNamespace())) > 0
 	})
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
 		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks)).
@@ -229,7 +234,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int) error {
 			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
 		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(&podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m}); err != nil {
+		Complete(&podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}); err != nil {
 		return err
 	}
 

@@ -285,12 +285,7 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 			return nil, err
 		}
 	}
-	taken := []string{r.e.args.IfName}
-	defNames, err := selection.AssignInterfaces(taken, 1, defaults)
-	if err != nil {
-		return nil, err
-	}
-	names, err := selection.AssignInterfaces(append(taken, defNames...), len(defaults)+1, elems)
+	defNames, names, err := selection.AssignAll(r.e.args.IfName, defaults, elems)
 	if err != nil {
 		return nil, err
 	}
