@@ -40,10 +40,14 @@ type Record struct {
 	Attachments  []Attachment `json:"attachments"`
 }
 
-// Store keeps records as one JSON file per container under Dir.
+// Store keeps records as one JSON file per container under Dir. Records are root's alone: the directory is
+// 0700 and every record 0600 (os.CreateTemp's mode, kept by the rename).
 type Store struct {
 	Dir string
 }
+
+// dirMode is the records directory's mode.
+const dirMode os.FileMode = 0o700
 
 func (s Store) path(containerID string) string {
 	return filepath.Join(s.Dir, containerID+".json")
@@ -55,8 +59,14 @@ func (s Store) Save(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("attachment record: %w", err)
 	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+	if err := os.MkdirAll(s.Dir, dirMode); err != nil {
 		return fmt.Errorf("attachment record dir: %w", err)
+	}
+	// MkdirAll leaves an existing directory's mode (an older braid's, say) and the umask may narrow a new one's.
+	if fi, err := os.Stat(s.Dir); err != nil || fi.Mode().Perm() != dirMode {
+		if err := os.Chmod(s.Dir, dirMode); err != nil {
+			return fmt.Errorf("attachment record dir: %w", err)
+		}
 	}
 	tmp, err := os.CreateTemp(s.Dir, "."+r.ContainerID+".*")
 	if err != nil {

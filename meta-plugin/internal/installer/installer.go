@@ -52,6 +52,14 @@ type Config struct {
 // credDir holds braid's kubeconfig and token, inside the conf dir (which the DaemonSet mounts anyway).
 func (c *Config) credDir() string { return filepath.Join(c.ConfDir, "braid.d") }
 
+// File modes on the host. Everything braid writes there but its binaries is for root only, as Multus does:
+// the token is a credential, and the conf names the kubeconfig and the cluster network's conf.
+const (
+	confMode    os.FileMode = 0o600
+	credDirMode os.FileMode = 0o700
+	binaryMode  os.FileMode = 0o755
+)
+
 func (c *Config) host(p string) string { return HostPath(c.ConfDir, c.HostConfDir, p) }
 
 // Run installs braid and keeps its conf and credentials current until ctx ends.
@@ -69,7 +77,7 @@ func Run(ctx context.Context, c Config) (err error) {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	for _, b := range c.Binaries {
-		if err := copyFile(b, filepath.Join(c.BinDir, filepath.Base(b)), 0o755); err != nil {
+		if err := copyFile(b, filepath.Join(c.BinDir, filepath.Base(b)), binaryMode); err != nil {
 			return err
 		}
 		c.Log.Info("installed binary", "path", filepath.Join(c.BinDir, filepath.Base(b)))
@@ -147,7 +155,7 @@ func (c *Config) sync() error {
 	if err != nil {
 		return err
 	}
-	changed, err := writeIfChanged(ours, b, 0o644)
+	changed, err := writeIfChanged(ours, b, confMode)
 	if changed {
 		c.Log.Info("wrote braid's conf", "path", ours, "clusterNetwork", file)
 	}
@@ -168,11 +176,12 @@ func (c *Config) syncCredentials() (string, error) {
 		}
 	}
 	dir := c.credDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// MkdirAll leaves an existing directory's mode, and the umask may narrow a new one's.
+	if err := errors.Join(os.MkdirAll(dir, credDirMode), ensureMode(dir, credDirMode)); err != nil {
 		return "", fmt.Errorf("credentials dir: %w", err)
 	}
 	tokenPath := filepath.Join(dir, "token")
-	if changed, err := writeIfChanged(tokenPath, token, 0o600); err != nil {
+	if changed, err := writeIfChanged(tokenPath, token, confMode); err != nil {
 		return "", err
 	} else if changed {
 		c.Log.Info("wrote service account token", "path", tokenPath)
@@ -182,7 +191,7 @@ func (c *Config) syncCredentials() (string, error) {
 		return "", err
 	}
 	kcPath := filepath.Join(dir, "braid.kubeconfig")
-	if _, err := writeIfChanged(kcPath, kc, 0o600); err != nil {
+	if _, err := writeIfChanged(kcPath, kc, confMode); err != nil {
 		return "", err
 	}
 	return c.host(kcPath), nil
@@ -224,9 +233,13 @@ func (c *Config) findMaster() (string, *libcni.NetworkConfigList, error) {
 }
 
 // writeIfChanged replaces path atomically (temporary file and rename) when its content differs, so that the
-// runtime never reads half a conf and braid never half a token.
+// runtime never reads half a conf and braid never half a token. The file gets mode even when its content is
+// current (written by an older braid, or changed by hand).
 func writeIfChanged(path string, b []byte, mode os.FileMode) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		if err := ensureMode(path, mode); err != nil {
+			return false, fmt.Errorf("write %s: %w", path, err)
+		}
 		return false, nil
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
@@ -244,6 +257,19 @@ func writeIfChanged(path string, b []byte, mode os.FileMode) (bool, error) {
 		return false, fmt.Errorf("write %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// ensureMode sets path's permission bits when they differ; only then, because a chmod is a file event for
+// the installer's own watch.
+func ensureMode(path string, mode os.FileMode) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() == mode {
+		return nil
+	}
+	return os.Chmod(path, mode)
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

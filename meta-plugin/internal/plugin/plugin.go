@@ -200,8 +200,9 @@ func (p *Plugin) logger(c *conf.Conf) (*slog.Logger, func()) {
 	}
 	closeFn := func() {}
 	if c.LogFile != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o755); err == nil {
-			if f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+		// Logs name pods and networks: readable by root only, like braid's conf, records and kubeconfig.
+		if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o700); err == nil {
+			if f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 				closeFn = func() { _ = f.Close() }
 				if c.LogToStderr {
 					w = io.MultiWriter(f, w)

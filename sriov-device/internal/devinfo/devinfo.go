@@ -26,6 +26,15 @@ const DefaultDir = "/var/run/k8s.cni.cncf.io/devinfo/dp"
 // TypePCI is the device type of PCI functions.
 const TypePCI = "pci"
 
+// Modes. The spec sets none; its readers (the meta-plugin and CNI delegates) run as root, so a directory
+// this plugin creates is root's alone (the NAD client creates it with no permission bits at all), and a file
+// is read-only for all, as the NAD client writes it: it holds PCI addresses, which sysfs and the pod's
+// network-status show anyway. An existing directory keeps its mode: other device plugins share it.
+const (
+	DirMode  os.FileMode = 0o700
+	FileMode os.FileMode = 0o444
+)
+
 // Info is a device-info document.
 type Info struct {
 	Type    string `json:"type"`
@@ -65,7 +74,7 @@ func (s *Store) Write(resource, deviceID string, info Info) error {
 	tmp, err := os.CreateTemp(s.dir, ".tmp-*")
 	if errors.Is(err, fs.ErrNotExist) {
 		// First write, or the directory was cleaned (it is under /var/run): create it.
-		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		if err := os.MkdirAll(s.dir, DirMode); err != nil {
 			return fmt.Errorf("device-info dir: %w", err)
 		}
 		tmp, err = os.CreateTemp(s.dir, ".tmp-*")
@@ -88,7 +97,7 @@ func (s *Store) Write(resource, deviceID string, info Info) error {
 func writeAndClose(f *os.File, data []byte) error {
 	_, err := f.Write(data)
 	if err == nil {
-		err = f.Chmod(0o444)
+		err = f.Chmod(FileMode)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
