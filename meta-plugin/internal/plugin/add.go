@@ -73,6 +73,7 @@ func (p *Plugin) Add(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 		}
 		if err != nil {
 			err = fmt.Errorf("attach %s (%s) as %s: %w", a.Network, a.field, a.IfName, err)
+			p.removeDeviceInfo(e, atts[i+1:]) // copied by plan for networks that never ran
 			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts[:i+1], err))
 		}
 		sw.lap(a.IfName)

@@ -36,12 +36,12 @@ func (p *Plugin) Del(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 	for i := len(atts) - 1; i >= 0; i-- {
 		a := atts[i]
 		if err := e.cni.DelNetworkList(ctx, a.list, a.rt(e)); err != nil {
-			if a.guessed {
-				e.log.Warn("DEL of a network with no sign that its ADD ran failed; ignored", "network", a.Network, "ifName", a.IfName, "err", err)
+			if !a.guessed {
+				errs = append(errs, fmt.Errorf("detach %s from %s: %w", a.Network, a.IfName, err))
 				continue
 			}
-			errs = append(errs, fmt.Errorf("detach %s from %s: %w", a.Network, a.IfName, err))
-			continue
+			// Nothing of it may have run, but its device-info copy is made before any network runs.
+			e.log.Warn("DEL of a network with no sign that its ADD ran failed; ignored", "network", a.Network, "ifName", a.IfName, "err", err)
 		}
 		if a.DeviceInfoFile != "" {
 			if err := e.dev.Remove(a.DeviceInfoFile); err != nil {

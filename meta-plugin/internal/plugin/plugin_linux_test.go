@@ -503,6 +503,48 @@ func TestDeviceHandover(t *testing.T) {
 	}
 }
 
+// TestFailedAddLeavesNoDeviceInfo: braid copies every device-info file before the first network runs; when an
+// earlier network fails, the copy for a later SR-IOV network that never ran goes too, and a DEL rebuilt from
+// the pod (the rollback removed the record) removes a copy a crash could have left.
+func TestFailedAddLeavesNoDeviceInfo(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
+		`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
+	bad := strings.Replace(r.macvlanConf(r.hostLocal("192.0.2.0/24", "192.0.2.100", "192.0.2.120", "192.0.2.1"), ""), "mvpar0", "absent0", 1)
+	r.nad("net-missing-parent", bad, nil)
+	sock := r.serveKubelet("vfleak", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
+	r.setConf(map[string]any{"podResourcesSocket": sock})
+	dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
+	if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1"}}`)
+	copies := func() []string {
+		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
+		return m
+	}
+	p := r.pod("vfleak", map[string]string{selection.NetworksAnnotation: "net-missing-parent,sriov-a"})
+	if _, err := r.add(p); err == nil {
+		t.Fatal("ADD succeeded with a macvlan parent that does not exist")
+	}
+	if left := copies(); len(left) != 0 {
+		t.Errorf("device-info copies left by a failed ADD: %v", left)
+	}
+	// A copy left behind by a crash between plan and the first network: DEL without a record removes it.
+	if err := os.MkdirAll(filepath.Join(r.dir, "devinfo", "cni"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(r.dir, "devinfo", "cni", "sriov-a-"+p.containerID+"-net2-device.json")
+	r.writeFile(stale, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1"}}`)
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if left := copies(); len(left) != 0 {
+		t.Errorf("device-info copies left after DEL: %v", left)
+	}
+	r.assertGone(p)
+}
+
 func TestStatus(t *testing.T) {
 	r := newRig(t, "1.1.0")
 	status := func() error {
