@@ -15,7 +15,7 @@ BINARIES := braid=meta-plugin/cmd/braid braid-ipam=ipam-server/cmd/braid-ipam \
 # e2e first: it proves cluster-up and cluster-down).
 E2E_PKGS = ./deploy/local/e2e $(filter-out ./deploy/local/e2e,$(shell go list -f '{{if eq .Name "e2e"}}./{{.ImportPath}}{{end}}' ./... | sed 's|github.com/braid-cni/braid/||'))
 
-.PHONY: build test test-unit test-e2e e2e demo demo-report demo-down generate verify lint images cluster-up cluster-down bench deps tools clean
+.PHONY: build test test-unit test-e2e e2e soak demo demo-report demo-down generate verify lint images cluster-up cluster-down bench deps tools clean
 
 ## build: compile braid's four binaries into .cache/braid-bin
 build:
@@ -42,6 +42,14 @@ test-e2e: deps images
 ## e2e: braid installed from deploy/ on the local cluster (deploy/e2e): the demo's proofs, restarts, scaling
 e2e: deps images
 	KUBEBUILDER_ASSETS=$(BIN) BRAID_E2E=1 flock -o $(CLUSTER_LOCK) go test -count=1 -timeout 30m -v ./deploy/e2e
+
+## soak: pods created and deleted for SOAK_DURATION (default 3m; SOAK_SEED repeats a run) on the local cluster
+## while the IPAM leader, kube-apiserver and braid's pod are killed at random; then no duplicate, no leak (deploy/soak)
+soak: deps images
+	@mkdir -p $(CACHE)/soak
+	@rc=0; BRAID_SOAK=1 SOAK_DURATION=$(or $(SOAK_DURATION),3m) SOAK_SEED=$(SOAK_SEED) flock -o $(CLUSTER_LOCK) \
+		go test -count=1 -timeout 30m -v ./deploy/soak 2>&1 | tee $(CACHE)/soak/soak.log || rc=$$?; \
+		grep '^SOAK ' $(CACHE)/soak/soak.log | tail -n1 || true; exit $$rc
 
 # `flock -o`: the cluster's daemons must not inherit the lock, since the demo leaves them running.
 ## demo: builds, starts the local cluster, simulates the node's three underlay networks, installs braid from

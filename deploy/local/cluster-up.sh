@@ -15,6 +15,8 @@
 #
 # Idempotent: if every component is already running it says so and exits 0; a component that died is
 # started again. Needs root. Installs/builds what is missing (install-deps.sh, build-tools.sh, images.sh).
+# `cluster-up.sh restart kube-apiserver` stops the running API server and starts it again with the same flags
+# (deploy/soak's fault injection).
 #
 # BRAID_FAKE_PCI=<dir> (used by demo.sh): <dir> is the root of a fake PCI sysfs tree (braid-sriov-fixture),
 # and containerd — with it the CNI plugins it runs, such as host-device — sees <dir>/sys/bus/pci/devices at
@@ -508,8 +510,31 @@ all_alive() {
 	for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
 }
 
+# restart NAME stops one running component and starts it again with the flags it was started with (the
+# soak test's fault injection: `cluster-up.sh restart kube-apiserver`). Only the API server for now.
+restart() {
+	local name=${1:-} pid i
+	[[ $name == kube-apiserver ]] || die "usage: cluster-up.sh restart kube-apiserver (got '$name')"
+	pid=$(pid_of "$name") || die "restart: $name is not running: start the cluster first (cluster-up.sh)"
+	step "stopping $name (pid $pid)"
+	kill -TERM "$pid"
+	# Gone or a zombie (exited, not yet reaped): either way it no longer serves. It stops listening at once
+	# but may linger much longer before it exits.
+	for ((i = 0; i < 150; i++)); do alive "$name" || break; sleep 0.1; done
+	if alive "$name"; then
+		step "$name still running 15s after SIGTERM: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do alive "$name" || break; sleep 0.1; done
+	fi
+	start_apiserver
+}
+
 main() {
 	[[ $(id -u) -eq 0 ]] || die "cluster-up.sh must run as root (containerd, kubelet and CNI need it)"
+	if [[ ${1:-} == restart ]]; then
+		restart "${2:-}"
+		return
+	fi
 	if [[ -n ${BRAID_FAKE_PCI:-} ]]; then check_fake_pci; fi
 	if all_alive && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
 		step "local cluster already up (kubeconfig: $KUBECONFIG_ADMIN)"
