@@ -15,7 +15,7 @@ BINARIES := braid=meta-plugin/cmd/braid braid-ipam=ipam-server/cmd/braid-ipam \
 # e2e first: it proves cluster-up and cluster-down).
 E2E_PKGS = ./deploy/local/e2e $(filter-out ./deploy/local/e2e,$(shell go list -f '{{if eq .Name "e2e"}}./{{.ImportPath}}{{end}}' ./... | sed 's|github.com/braid-cni/braid/||'))
 
-.PHONY: build test test-unit test-e2e e2e soak demo demo-report demo-down generate verify lint images cluster-up cluster-down bench deps tools clean
+.PHONY: build test test-unit test-e2e e2e soak demo demo-report demo-down generate verify lint fuzz images cluster-up cluster-down bench deps tools clean
 
 ## build: compile braid's four binaries into .cache/braid-bin
 build:
@@ -81,6 +81,10 @@ verify: generate
 lint:
 	@$(LOCAL)/build-tools.sh lint
 	$(BIN)/golangci-lint run ./...
+
+## fuzz: every Go fuzz target (the parsers of user text) for FUZZTIME each (default 15s); one line per target
+fuzz:
+	@$(LOCAL)/fuzz.sh
 
 ## images: OCI image tarballs of braid's binaries and the sandbox image, imported into the local containerd
 images: build

@@ -5,7 +5,11 @@ package assignment
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"net"
+	"slices"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
@@ -44,13 +48,54 @@ type Assignments struct {
 	Interfaces map[string]Interface `json:"interfaces"`
 }
 
-// Parse reads the annotation value.
+// Parse reads the annotation value. Errors name the annotation and the field, e.g.
+// "annotation braid.dev/ip-assignments: interfaces[net1].addresses[0].cidr: ...".
 func Parse(value string) (Assignments, error) {
 	var a Assignments
 	if err := json.Unmarshal([]byte(value), &a); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return Assignments{}, fmt.Errorf("annotation %s: %s: must be of type %s, not %s", Annotation, te.Field, te.Type, te.Value)
+		}
+		return Assignments{}, fmt.Errorf("annotation %s: not a JSON object: %w", Annotation, err)
+	}
+	if err := a.validate(); err != nil {
 		return Assignments{}, fmt.Errorf("annotation %s: %w", Annotation, err)
 	}
 	return a, nil
+}
+
+// validate checks the addresses with the parsers the plugin hands them to (net.ParseCIDR, net.ParseIP), so
+// that what Parse accepts becomes a CNI result.
+func (a Assignments) validate() error {
+	ip := func(field, s string) error {
+		if s != "" && net.ParseIP(s) == nil {
+			return fmt.Errorf("%s: %q is not an IP address", field, s)
+		}
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Interfaces)) {
+		iface, at := a.Interfaces[name], fmt.Sprintf("interfaces[%s]", name)
+		for i, addr := range iface.Addresses {
+			f := fmt.Sprintf("%s.addresses[%d]", at, i)
+			if _, _, err := net.ParseCIDR(addr.CIDR); err != nil {
+				return fmt.Errorf("%s.cidr: %q is not an address with prefix length, e.g. 192.0.2.10/24", f, addr.CIDR)
+			}
+			if err := ip(f+".gateway", addr.Gateway); err != nil {
+				return err
+			}
+		}
+		for i, r := range iface.Routes {
+			f := fmt.Sprintf("%s.routes[%d]", at, i)
+			if _, _, err := net.ParseCIDR(r.Dst); err != nil {
+				return fmt.Errorf("%s.dst: %q is not a CIDR, e.g. 0.0.0.0/0", f, r.Dst)
+			}
+			if err := ip(f+".gw", r.GW); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Encode renders the annotation value.

@@ -4,11 +4,14 @@ package plugin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
@@ -37,7 +40,13 @@ type IPAMConf struct {
 func parseConf(stdin []byte) (*Conf, error) {
 	c := &Conf{}
 	if err := json.Unmarshal(stdin, c); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "braid-ipam: network config is not valid JSON", err.Error())
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field := strings.TrimPrefix(te.Field, "NetConf.") // encoding/json names the embedded struct too
+			return nil, types.NewError(types.ErrDecodingFailure,
+				fmt.Sprintf("braid-ipam: %s: must be of type %s, not %s", field, te.Type, te.Value), err.Error())
+		}
+		return nil, types.NewError(types.ErrDecodingFailure, "braid-ipam: network config: not a JSON object", err.Error())
 	}
 	bad := func(field, msg string) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("braid-ipam: %s: %s", field, msg), "")
@@ -48,8 +57,15 @@ func parseConf(stdin []byte) (*Conf, error) {
 	if len(c.IPAM.Pools) == 0 {
 		return nil, bad("ipam.pools", `must name at least one IPPool, e.g. "pools": ["mgmt-rack1"]`)
 	}
+	for i, name := range c.IPAM.Pools {
+		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+			return nil, bad(fmt.Sprintf("ipam.pools[%d]", i), fmt.Sprintf("%q is not an IPPool name: %s", name, strings.Join(msgs, "; ")))
+		}
+	}
 	if c.IPAM.Kubeconfig == "" {
 		c.IPAM.Kubeconfig = DefaultKubeconfig
+	} else if !filepath.IsAbs(c.IPAM.Kubeconfig) {
+		return nil, bad("ipam.kubeconfig", fmt.Sprintf("must be an absolute path, not %q", c.IPAM.Kubeconfig))
 	}
 	c.IPAM.timeout = DefaultTimeout
 	if c.IPAM.Timeout != "" {

@@ -51,12 +51,17 @@ func Parse(spec braidv1.IPPoolSpec) (Model, error) {
 	path := field.NewPath("spec")
 	var errs field.ErrorList
 	m := Model{Policy: spec.ReleasePolicy, Cooldown: DefaultCooldown, DNS: spec.DNS.DeepCopy()}
-	if m.Policy == "" {
+	switch m.Policy {
+	case "":
 		m.Policy = braidv1.ReleaseOnPodDeletion
+	case braidv1.ReleaseOnPodDeletion, braidv1.ReleaseKeepForStatefulSet, braidv1.ReleaseNever:
+	default: // it would go into every FloatingIP of the pool, whose schema refuses it
+		errs = append(errs, field.NotSupported(path.Child("releasePolicy"), spec.ReleasePolicy,
+			[]braidv1.ReleasePolicy{braidv1.ReleaseOnPodDeletion, braidv1.ReleaseKeepForStatefulSet, braidv1.ReleaseNever}))
 	}
 	if spec.ReuseCooldown != nil {
 		if spec.ReuseCooldown.Duration < 0 {
-			errs = append(errs, field.Invalid(path.Child("reuseCooldown"), spec.ReuseCooldown.String(), "must not be negative"))
+			errs = append(errs, field.Invalid(path.Child("reuseCooldown"), spec.ReuseCooldown.Duration.String(), "must not be negative"))
 		}
 		m.Cooldown = spec.ReuseCooldown.Duration
 	}

@@ -289,7 +289,7 @@ func (c *Conf) applyDefaults() {
 	def(&c.DeviceInfoDir, DefaultDeviceInfoDir)
 	def(&c.LogLevel, DefaultLogLevel)
 	c.LogLevel = strings.ToLower(c.LogLevel)
-	if c.RawSystemNamespaces == nil {
+	if len(c.RawSystemNamespaces) == 0 || string(c.RawSystemNamespaces) == "null" { // null means left out
 		c.SystemNamespaces = []string{DefaultNamespace}
 	}
 	c.PodLookupTimeout = DefaultPodLookupTimeout

@@ -73,11 +73,26 @@ func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, e
 			return nil, fmt.Errorf("%s: \"cniVersion\" is required: %w", what, ErrConfig)
 		}
 	}
-	if _, isList := raw["plugins"]; !isList {
+	_, isList := raw["plugins"]
+	if !isList {
 		if t, _ := raw["type"].(string); t == "" {
 			return nil, fmt.Errorf("%s: neither \"type\" nor \"plugins\" is set: %w", what, ErrConfig)
 		}
 		raw = map[string]any{"name": raw["name"], "cniVersion": raw["cniVersion"], "plugins": []any{raw}}
+	}
+	// Check each plugin here, so that an error names plugins[i] (libcni says "plugin config i", or nothing
+	// when the entry is not an object).
+	plugins, _ := raw["plugins"].([]any)
+	for i, p := range plugins {
+		b, err := json.Marshal(p)
+		if err == nil {
+			_, err = libcni.NetworkPluginConfFromBytes(b)
+		}
+		if err != nil && isList {
+			return nil, fmt.Errorf("%s: plugins[%d]: %w", what, i, errors.Join(ErrConfig, err))
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, errors.Join(ErrConfig, err))
+		}
 	}
 	out, err := json.Marshal(raw)
 	if err != nil {

@@ -9,6 +9,7 @@ package netstatus
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 
@@ -73,12 +74,15 @@ func Build(in Input) (Status, error) {
 	for i, iface := range r.Interfaces {
 		if iface != nil && iface.Sandbox != "" {
 			sandbox = i
-			st.Interface, st.MAC, st.MTU = iface.Name, iface.Mac, iface.Mtu
+			st.MAC, st.MTU = iface.Mac, iface.Mtu
+			if iface.Name != "" { // a nameless one is still the interface the runtime asked for
+				st.Interface = iface.Name
+			}
 			break
 		}
 	}
 	for _, ipc := range r.IPs {
-		if ipc == nil {
+		if ipc == nil || ipc.Address.IP == nil { // an entry without an address has nothing to report
 			continue
 		}
 		ours := ipc.Interface != nil && *ipc.Interface == sandbox && sandbox >= 0
@@ -90,7 +94,7 @@ func Build(in Input) (Status, error) {
 	if len(st.IPs) == 0 && sandbox >= 0 {
 		// Some IPAM-only chains return addresses without an interface index; take those rather than nothing.
 		for _, ipc := range r.IPs {
-			if ipc != nil && (ipc.Interface == nil || *ipc.Interface < 0) {
+			if ipc != nil && ipc.Address.IP != nil && (ipc.Interface == nil || *ipc.Interface < 0) {
 				st.IPs = append(st.IPs, ipc.Address.IP.String())
 			}
 		}
@@ -123,11 +127,15 @@ func Encode(sts []Status) (string, error) {
 	return string(b), nil
 }
 
-// Decode parses an annotation value.
+// Decode parses an annotation value. Errors name the key of an entry whose value has the wrong type.
 func Decode(s string) ([]Status, error) {
 	var sts []Status
 	if err := json.Unmarshal([]byte(s), &sts); err != nil {
-		return nil, fmt.Errorf("decode network-status: %w", err)
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, fmt.Errorf("decode network-status: %s: must be of type %s, not %s", te.Field, te.Type, te.Value)
+		}
+		return nil, fmt.Errorf("decode network-status: not a JSON list of entries: %w", err)
 	}
 	return sts, nil
 }

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -340,7 +342,11 @@ func decodeObject(raw []byte, path string, known []string, v any) error {
 	var errs []error
 	for k := range keys {
 		if !contains(known, k) {
-			errs = append(errs, &FieldError{Field: at(k), Err: errors.New("unknown field")})
+			name := k
+			if name == "" || strings.ContainsAny(name, ".[]\"\\") || strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) {
+				name = strconv.Quote(k) // an empty or odd key, written so that it cannot pass for a path or a new line
+			}
+			errs = append(errs, &FieldError{Field: at(name), Err: errors.New("unknown field")})
 		}
 	}
 	if len(errs) > 0 {

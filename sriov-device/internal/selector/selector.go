@@ -172,10 +172,13 @@ func ParsePFName(s string) (PF, error) {
 		return PF{}, err
 	}
 	if strings.ContainsAny(p.PF, `.*+?()[]{}|^$\`) {
-		re, err := regexp.Compile("^(?:" + p.PF + ")$")
+		// Compiled alone and matched against the whole name (matchPF), never spliced between anchors: "ens1)|(x"
+		// in "^(?:...)$" would match every name that starts with ens1, and "\Q" would swallow the anchors.
+		re, err := regexp.Compile(p.PF)
 		if err != nil {
 			return PF{}, fmt.Errorf("%q is not a valid name or regular expression: %w", p.PF, err)
 		}
+		re.Longest() // the longest leftmost match is the whole name whenever the expression matches all of it
 		p.re = re
 	} else if len(p.PF) > 15 {
 		return PF{}, fmt.Errorf("%q is longer than an interface name can be (15)", p.PF)
@@ -189,10 +192,10 @@ func ParseRootDevice(s string) (PF, error) {
 	if err != nil {
 		return PF{}, err
 	}
-	p.PF = strings.ToLower(p.PF)
-	if !ValidPCIAddress(p.PF) {
+	if !ValidPCIAddress(strings.ToLower(p.PF)) {
 		return PF{}, fmt.Errorf("%q is not a PCI address like 0000:3b:00.0", p.PF)
 	}
+	p.PF = strings.ToLower(p.PF)
 	return p, nil
 }
 
@@ -252,7 +255,8 @@ func vfIndex(s string) (int, error) {
 
 func (p PF) matchPF(pf string) bool {
 	if p.re != nil {
-		return p.re.MatchString(pf)
+		loc := p.re.FindStringIndex(pf)
+		return loc != nil && loc[0] == 0 && loc[1] == len(pf)
 	}
 	return p.PF == pf
 }
