@@ -42,8 +42,13 @@ type Defaults struct {
 func (d Defaults) Validate() error {
 	for i, n := range d.Networks {
 		ns, name, ok := strings.Cut(n, "/")
-		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
 			return fmt.Errorf("default-networks[%d]: %q is not namespace/name: write each as braid's conf resolves it", i, n)
+		}
+	}
+	for i, ns := range d.SystemNamespaces {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return fmt.Errorf("system-namespaces[%d]: %q is not a namespace name: %s", i, ns, strings.Join(errs, "; "))
 		}
 	}
 	return nil

@@ -66,9 +66,14 @@ func TestDefaultNetworksComeFirstOutsideSystemNamespaces(t *testing.T) {
 	if got := d.For("kube-system"); len(got) != 0 {
 		t.Errorf("a system namespace got default networks %v", got)
 	}
-	err = Defaults{Networks: []string{"infra/ctl", "mgmt"}}.Validate()
-	if err == nil || !strings.Contains(err.Error(), "default-networks[1]") {
-		t.Errorf("a default network without namespace: %v, want an error naming default-networks[1]", err)
+	for _, bad := range []string{"mgmt", "Bad NS/x", "infra/", "infra/a/b"} {
+		err = Defaults{Networks: []string{"infra/ctl", bad}}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "default-networks[1]") {
+			t.Errorf("default network %q: %v, want an error naming default-networks[1]", bad, err)
+		}
+	}
+	if err := (Defaults{SystemNamespaces: []string{"kube-system", "Kube System"}}).Validate(); err == nil || !strings.Contains(err.Error(), "system-namespaces[1]") {
+		t.Errorf("a bad system namespace: %v, want an error naming system-namespaces[1]", err)
 	}
 }
 

@@ -59,7 +59,7 @@ func FromNADConfig(nadName, config string) (*libcni.NetworkConfigList, error) {
 func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, error) {
 	var raw map[string]any
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("%s: not a JSON object: %w", what, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("%s: not a JSON object: %w", what, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	if n, _ := raw["name"].(string); n == "" {
 		if defaultName == "" {
@@ -89,18 +89,18 @@ func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, e
 			_, err = libcni.NetworkPluginConfFromBytes(b)
 		}
 		if err != nil && isList {
-			return nil, fmt.Errorf("%s: plugins[%d]: %w", what, i, errors.Join(ErrConfig, err))
+			return nil, fmt.Errorf("%s: plugins[%d]: %w", what, i, fmt.Errorf("%w: %w", ErrConfig, err))
 		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, errors.Join(ErrConfig, err))
+			return nil, fmt.Errorf("%s: %w", what, fmt.Errorf("%w: %w", ErrConfig, err))
 		}
 	}
 	out, err := json.Marshal(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("%s: %w", what, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	list, err := libcni.ConfListFromBytes(out)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("%s: %w", what, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	if len(list.Plugins) == 0 {
 		return nil, fmt.Errorf("%s: no plugins: %w", what, ErrConfig)
@@ -127,13 +127,13 @@ func Customize(list *libcni.NetworkConfigList, cniArgs map[string]any, deviceID 
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
-		return nil, fmt.Errorf("network %s: %w", list.Name, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("network %s: %w", list.Name, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	plugins := make([]any, len(list.Plugins))
 	for i, p := range list.Plugins {
 		var pm map[string]any
 		if err := json.Unmarshal(p.Bytes, &pm); err != nil {
-			return nil, fmt.Errorf("network %s plugin %d: %w", list.Name, i, errors.Join(ErrConfig, err))
+			return nil, fmt.Errorf("network %s plugin %d: %w", list.Name, i, fmt.Errorf("%w: %w", ErrConfig, err))
 		}
 		if len(cniArgs) > 0 {
 			args, _ := pm["args"].(map[string]any)
@@ -155,11 +155,11 @@ func Customize(list *libcni.NetworkConfigList, cniArgs map[string]any, deviceID 
 	raw["plugins"] = plugins
 	b, err := json.Marshal(raw)
 	if err != nil {
-		return nil, fmt.Errorf("network %s: %w", list.Name, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("network %s: %w", list.Name, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	out, err := libcni.ConfListFromBytes(b)
 	if err != nil {
-		return nil, fmt.Errorf("network %s: %w", list.Name, errors.Join(ErrConfig, err))
+		return nil, fmt.Errorf("network %s: %w", list.Name, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	return out, nil
 }

@@ -21,9 +21,9 @@ var fieldMessages = regexp.MustCompile(`^(?:` + strings.Join([]string{
 	`no plugins`,
 	`plugins\[\d+\]: `,
 	// a single conf's plugin keys, checked by libcni
-	`invalid network configuration\nerror parsing configuration: (?:missing 'type'|json: cannot unmarshal \S+ into Go struct field PluginConf\.\S+ of type)`,
+	`invalid network configuration: error parsing configuration: (?:missing 'type'|json: cannot unmarshal \S+ into Go struct field PluginConf\.\S+ of type)`,
 	// the list's own keys, checked by libcni
-	`invalid network configuration\nerror parsing configuration list: (?:no name|invalid name type|invalid cniVersions? |` +
+	`invalid network configuration: error parsing configuration list: (?:no name|invalid name type|invalid cniVersions? |` +
 		`invalid type for cniVersions|invalid type \S+ for \w+|invalid value .* for \w+$|invalid 'plugins' type|no plugins in list)`,
 }, "|") + `)`)
 
