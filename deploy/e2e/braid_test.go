@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-cni/braid/deploy/local/localcluster"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,7 +26,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/braid-cni/braid/crds/testenv"
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/deploy/local/demo"
 )
@@ -110,21 +111,8 @@ func TestBraidFromDeploy(t *testing.T) {
 
 func requireE2E(t *testing.T) *env {
 	t.Helper()
-	if os.Getenv("BRAID_E2E") != "1" {
-		t.Skip("end-to-end test: set BRAID_E2E=1 (and run as root, under /tmp/braid-cluster.lock) to run the demo on the local cluster")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end test needs root: it starts the local cluster and creates network namespaces")
-	}
-	repo, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := os.Getenv("BRAID_CACHE")
-	if cache == "" {
-		cache = filepath.Join(repo, ".cache")
-	}
-	e := &env{repo: repo, bin: filepath.Join(cache, "bin"), state: filepath.Join(cache, "cluster")}
+	p := localcluster.Require(t, "BRAID_E2E", "end-to-end test of braid installed from deploy/")
+	e := &env{repo: p.Repo, bin: p.Bin, state: p.State}
 	e.in = demo.Inspector{Run: demo.Exec, Crictl: filepath.Join(e.bin, "crictl"), CrictlConfig: filepath.Join(e.state, "crictl.yaml")}
 	e.under = demo.Underlay{Nets: demo.Networks, Run: demo.Exec}
 	return e

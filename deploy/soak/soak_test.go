@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-cni/braid/deploy/local/localcluster"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,7 +28,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/braid-cni/braid/crds/testenv"
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/deploy/local/demo"
 )
@@ -140,21 +141,8 @@ func TestSoak(t *testing.T) {
 
 func requireSoak(t *testing.T) *env {
 	t.Helper()
-	if os.Getenv("BRAID_SOAK") != "1" {
-		t.Skip("soak test: set BRAID_SOAK=1 (as root, under /tmp/braid-cluster.lock) to run it on the local cluster: make soak")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("soak test needs root: it starts the local cluster and reads pods' network namespaces")
-	}
-	repo, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := os.Getenv("BRAID_CACHE")
-	if cache == "" {
-		cache = filepath.Join(repo, ".cache")
-	}
-	e := &env{repo: repo, bin: filepath.Join(cache, "bin"), state: filepath.Join(cache, "cluster")}
+	p := localcluster.Require(t, "BRAID_SOAK", "soak test (make soak)")
+	e := &env{repo: p.Repo, bin: p.Bin, state: p.State}
 	e.in = demo.Inspector{Run: demo.Exec, Crictl: filepath.Join(e.bin, "crictl"), CrictlConfig: filepath.Join(e.state, "crictl.yaml")}
 	e.node = Node{Run: demo.Exec, Crictl: e.in.Crictl, CrictlConfig: e.in.CrictlConfig, State: e.state}
 	return e

@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braid-cni/braid/crds/testenv"
+	"github.com/braid-cni/braid/deploy/local/localcluster"
+
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
 
@@ -71,24 +72,11 @@ func (c *cluster) kubectlApply(yaml string) {
 }
 
 func TestPodWithTwoNetworks(t *testing.T) {
-	if os.Getenv("BRAID_E2E") != "1" {
-		t.Skip("end-to-end test: set BRAID_E2E=1 (and run as root) to run braid on the local cluster")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := os.Getenv("BRAID_CACHE")
-	if cache == "" {
-		cache = filepath.Join(root, ".cache")
-	}
-	c := &cluster{t: t, root: root, state: filepath.Join(cache, "cluster"), bin: filepath.Join(cache, "bin"),
-		cniBin: filepath.Join(cache, "cni-bin")}
+	p := localcluster.Require(t, "BRAID_E2E", "end-to-end test of braid on the local cluster")
+	root := p.Repo
+	c := &cluster{t: t, root: root, state: p.State, bin: p.Bin, cniBin: p.CNIBin}
 	c.confDir = filepath.Join(c.state, "cni", "net.d")
-	c.kconf = filepath.Join(c.state, "admin.kubeconfig")
+	c.kconf = p.AdminKubeconfig()
 
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

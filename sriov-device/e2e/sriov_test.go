@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-cni/braid/deploy/local/localcluster"
+
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -32,7 +34,6 @@ import (
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/braid-cni/braid/crds/testenv"
 	"github.com/braid-cni/braid/sriov-device/internal/pcitree"
 )
 
@@ -169,25 +170,12 @@ func TestDevicePluginOnKubelet(t *testing.T) {
 // requireE2E skips unless the e2e suite is enabled and can work.
 func requireE2E(t *testing.T) env {
 	t.Helper()
-	if os.Getenv("BRAID_E2E") != "1" {
-		t.Skip("end-to-end test: set BRAID_E2E=1 (and run as root) to start the local cluster and run braid-sriov-dp against its kubelet")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end test needs root: it starts the local cluster and serves in the kubelet's device-plugin directory")
-	}
-	repo, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := os.Getenv("BRAID_CACHE")
-	if cache == "" {
-		cache = filepath.Join(repo, ".cache")
-	}
+	p := localcluster.Require(t, "BRAID_E2E", "end-to-end test of braid-sriov-dp against the local cluster's kubelet")
 	node := os.Getenv("NODE_NAME")
 	if node == "" {
 		node = "braid-node"
 	}
-	return env{repo: repo, bin: filepath.Join(cache, "bin"), state: filepath.Join(cache, "cluster"), node: node,
+	return env{repo: p.Repo, bin: p.Bin, state: p.State, node: node,
 		work: t.TempDir()}
 }
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/braid-cni/braid/deploy/local/localcluster"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -48,16 +49,11 @@ var sysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic"
 // bridgeVeth matches the host-side veth names the CNI bridge plugin chooses ("veth" + 8 hex digits).
 var bridgeVeth = regexp.MustCompile(`^veth[0-9a-f]{8}$`)
 
-// paths mirrors deploy/local/env.sh.
-type paths struct {
-	repo, cache, bin, state string
-}
+// paths are the local cluster's (deploy/local/env.sh).
+type paths struct{ localcluster.Paths }
 
-func (p paths) script(name string) string { return filepath.Join(p.repo, "deploy", "local", name) }
-func (p paths) kubeconfig() string        { return filepath.Join(p.state, "admin.kubeconfig") }
-func (p paths) crictlConfig() string      { return filepath.Join(p.state, "crictl.yaml") }
 func (p paths) netnsDir() string {
-	return filepath.Join(p.state, "containerd", "state", "io.containerd.grpc.v1.cri", "netns")
+	return filepath.Join(p.State, "containerd", "state", "io.containerd.grpc.v1.cri", "netns")
 }
 
 // TestLocalCluster starts the local cluster, runs a pod and a Deployment on its real control plane, then
@@ -131,47 +127,15 @@ func testContext(t *testing.T) (context.Context, context.CancelFunc) {
 // requireE2E skips unless the e2e suite is enabled and can work, and returns the repo's paths.
 func requireE2E(t *testing.T) paths {
 	t.Helper()
-	if os.Getenv("BRAID_E2E") != "1" {
-		t.Skip("end-to-end test: set BRAID_E2E=1 (and run as root) to start a real local cluster")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end test needs root: it starts containerd and kubelet and creates network links")
-	}
-	repo, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := os.Getenv("BRAID_CACHE")
-	if cache == "" {
-		cache = filepath.Join(repo, ".cache")
-	}
-	return paths{repo: repo, cache: cache, bin: filepath.Join(cache, "bin"), state: filepath.Join(cache, "cluster")}
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return paths{localcluster.Require(t, "BRAID_E2E", "end-to-end test of the local cluster")}
 }
 
 // runScript runs deploy/local/NAME, streaming its output into the test log.
 func runScript(ctx context.Context, t *testing.T, p paths, name string) error {
 	t.Helper()
 	t.Logf("running %s", name)
-	cmd := exec.CommandContext(ctx, "bash", p.script(name))
-	cmd.Dir = p.repo
+	cmd := exec.CommandContext(ctx, "bash", p.Script(name))
+	cmd.Dir = p.Repo
 	w := &lineLogger{t: t, prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.WaitDelay = 10 * time.Second
@@ -218,9 +182,9 @@ func (l *lineLogger) flush() {
 
 func newClient(t *testing.T, p paths) client.Client {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", p.kubeconfig())
+	cfg, err := clientcmd.BuildConfigFromFlags("", p.AdminKubeconfig())
 	if err != nil {
-		t.Fatalf("loading %s: %v", p.kubeconfig(), err)
+		t.Fatalf("loading %s: %v", p.AdminKubeconfig(), err)
 	}
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
@@ -307,8 +271,8 @@ func testPod(ctx context.Context, t *testing.T, p paths, c client.Client, ports 
 
 // podNetns asks CRI (crictl inspectp) for the network namespace file of the pod's sandbox.
 func podNetns(ctx context.Context, p paths, pod *corev1.Pod) (string, error) {
-	crictl := filepath.Join(p.bin, "crictl")
-	ids, err := exec.CommandContext(ctx, crictl, "--config", p.crictlConfig(), "pods", "-q", "--state", "ready",
+	crictl := filepath.Join(p.Bin, "crictl")
+	ids, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "pods", "-q", "--state", "ready",
 		"--namespace", pod.Namespace, "--name", pod.Name).Output()
 	if err != nil {
 		return "", fmt.Errorf("crictl pods: %w", err)
@@ -317,7 +281,7 @@ func podNetns(ctx context.Context, p paths, pod *corev1.Pod) (string, error) {
 	if len(fields) != 1 {
 		return "", fmt.Errorf("crictl pods: want one ready sandbox for %s/%s, got %q", pod.Namespace, pod.Name, fields)
 	}
-	raw, err := exec.CommandContext(ctx, crictl, "--config", p.crictlConfig(), "inspectp", fields[0]).Output()
+	raw, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "inspectp", fields[0]).Output()
 	if err != nil {
 		return "", fmt.Errorf("crictl inspectp %s: %w", fields[0], err)
 	}
@@ -565,7 +529,7 @@ func clusterProcesses(p paths) []string {
 		}
 		cmd := strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 		cgroups, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
-		if strings.Contains(cmd, p.state) || bytes.Contains(cgroups, []byte("/kubepods")) {
+		if strings.Contains(cmd, p.State) || bytes.Contains(cgroups, []byte("/kubepods")) {
 			exe, _ := os.Readlink(filepath.Join(dir, "exe"))
 			found = append(found, fmt.Sprintf("pid %s exe=%s cmd=%q", pid, exe, cmd))
 		}
@@ -600,10 +564,10 @@ func checkNothingLeft(t *testing.T, p paths, before hostState, ports map[string]
 	if procs := clusterProcesses(p); len(procs) > 0 {
 		t.Errorf("processes of the cluster still running:\n  %s", strings.Join(procs, "\n  "))
 	}
-	if mounts, err := mountsUnder(p.cache); err != nil {
+	if mounts, err := mountsUnder(p.Cache); err != nil {
 		t.Error(err)
 	} else if len(mounts) > 0 {
-		t.Errorf("mounts left under %s:\n  %s", p.cache, strings.Join(mounts, "\n  "))
+		t.Errorf("mounts left under %s:\n  %s", p.Cache, strings.Join(mounts, "\n  "))
 	}
 
 	// A pod's veth vanishes when the kernel frees its netns, which happens asynchronously: allow a moment.
