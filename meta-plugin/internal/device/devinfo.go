@@ -44,11 +44,12 @@ func (f Files) Copy(resource, deviceID, cniPath string) (bool, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return false, fmt.Errorf("device-info of %s %s: %w", resource, deviceID, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(cniPath), 0o755); err != nil {
+	// Root's alone, like braid's other per-pod state: the delegates that read it run as root.
+	if err := os.MkdirAll(filepath.Dir(cniPath), 0o700); err != nil {
 		return false, fmt.Errorf("device-info dir: %w", err)
 	}
 	tmp := cniPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o444); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return false, fmt.Errorf("device-info for the delegate: %w", err)
 	}
 	if err := os.Rename(tmp, cniPath); err != nil {
