@@ -129,7 +129,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
 	defer cancel()
 	for _, name := range conf.IPAM.Pools {
-		_, err := c.Resource(ippoolsResource).Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+		_, err := cachedGet(ctx, c.Resource(ippoolsResource), name)
 		switch {
 		case apierrors.IsNotFound(err):
 			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("braid-ipam: ipam.pools: IPPool %q does not exist", name),
@@ -157,6 +157,16 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, metadata.Interface, 
 	return conf, pod, c, nil
 }
 
+// cachedGet reads an object's metadata from the API server's watch cache, which spares etcd a read, and asks
+// etcd only when the cache does not have it: an object created a moment ago may not have reached the cache.
+func cachedGet(ctx context.Context, r metadata.ResourceInterface, name string) (*metav1.PartialObjectMetadata, error) {
+	o, err := r.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) {
+		return r.Get(ctx, name, metav1.GetOptions{})
+	}
+	return o, err
+}
+
 // retryGet spaces reads of the pod while the API server does not answer.
 const retryGet = 250 * time.Millisecond
 
@@ -170,8 +180,8 @@ func waitAssigned(ctx context.Context, c metadata.Interface, pod podArgs, ifName
 	reason := errNotYet.Error()
 	pods := c.Resource(podsResource).Namespace(pod.Namespace)
 	for {
-		// From the API server's watch cache: a stale answer only means the watch below replays what followed.
-		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{ResourceVersion: "0"})
+		// A stale answer only means the watch below replays what followed.
+		p, err := cachedGet(ctx, pods, pod.Name)
 		switch {
 		case apierrors.IsNotFound(err):
 			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s not found", pod.Namespace, pod.Name), "")
