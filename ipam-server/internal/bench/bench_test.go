@@ -185,7 +185,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	}
 	annotation := strings.Join(names, ",")
 	// Let the server's cache see the NADs and pools, and the previous run's last pool status writes land,
-	// before the clock starts: wait until the API server has seen no write for two seconds.
+	// before the clock starts: wait until the API server has seen no write for six seconds.
 	writesBefore := h.quiet(t)
 	latencies := make([]time.Duration, s.pods)
 	var failures atomic.Int64
@@ -289,11 +289,13 @@ func (h *harness) apiWrites(t *testing.T) map[string]float64 {
 	return out
 }
 
-// quiet waits until the API server's write counters stay still for two seconds, and returns them.
+// quiet waits until the API server's write counters stay still for six seconds, and returns them: longer than
+// braid-ipam-server spaces a pool's status writes (5s), so that the previous scenario's last ones are not
+// counted in the next.
 func (h *harness) quiet(t *testing.T) map[string]float64 {
 	t.Helper()
 	last := h.apiWrites(t)
-	for still := 0; still < 4; {
+	for still := 0; still < 12; {
 		time.Sleep(500 * time.Millisecond)
 		now := h.apiWrites(t)
 		if n, _ := writesDuring(last, now); n == 0 {
