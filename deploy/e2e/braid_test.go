@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,18 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braid-cni/braid/deploy/local/localcluster"
-
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/deploy/local/demo"
+	"github.com/braid-cni/braid/deploy/local/localcluster"
 )
 
 // What deploy/examples and deploy/local/overlay set up; keep in step with them.
@@ -54,6 +49,7 @@ var wantNetworks = map[string][]string{"db": {mgmt, control, data}, "web": {mgmt
 
 // env mirrors deploy/local/env.sh.
 type env struct {
+	localcluster.Paths
 	repo, bin, state string
 	c                client.Client
 	in               demo.Inspector
@@ -77,7 +73,7 @@ func TestBraidFromDeploy(t *testing.T) {
 	if err := e.script(ctx, t); err != nil {
 		t.Fatalf("demo.sh: %v", err)
 	}
-	e.c = newClient(t, e)
+	e.c, _ = e.Client(t, nil)
 
 	steps := []struct {
 		name string
@@ -112,7 +108,7 @@ func TestBraidFromDeploy(t *testing.T) {
 func requireE2E(t *testing.T) *env {
 	t.Helper()
 	p := localcluster.Require(t, "BRAID_E2E", "end-to-end test of braid installed from deploy/")
-	e := &env{repo: p.Repo, bin: p.Bin, state: p.State}
+	e := &env{Paths: p, repo: p.Repo, bin: p.Bin, state: p.State}
 	e.in = demo.Inspector{Run: demo.Exec, Crictl: filepath.Join(e.bin, "crictl"), CrictlConfig: filepath.Join(e.state, "crictl.yaml")}
 	e.under = demo.Underlay{Nets: demo.Networks, Run: demo.Exec}
 	return e
@@ -121,47 +117,7 @@ func requireE2E(t *testing.T) *env {
 // script runs deploy/local/demo.sh with args, its output in the test log.
 func (e *env) script(ctx context.Context, t *testing.T, args ...string) error {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, filepath.Join(e.repo, "deploy", "local", "demo.sh"), args...)
-	cmd.Dir = e.repo
-	cmd.WaitDelay = 10 * time.Second
-	r, w := io.Pipe()
-	cmd.Stdout, cmd.Stderr = w, w
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			t.Log("demo.sh: " + sc.Text())
-		}
-	}()
-	start := time.Now()
-	err := cmd.Run()
-	_ = w.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("demo.sh %s failed after %s: %w", strings.Join(args, " "), time.Since(start).Round(time.Second), err)
-	}
-	return nil
-}
-
-func newClient(t *testing.T, e *env) client.Client {
-	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(e.state, "admin.kubeconfig"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := braidv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return e.Run(ctx, t, "demo.sh", e.Script("demo.sh"), args...)
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -191,7 +190,7 @@ func (e *env) ipamLeader(ctx context.Context) (pod, containerID, holder string, 
 func (e *env) restartAPIServer(ctx context.Context, t *testing.T, f *fault) bool {
 	start := time.Now()
 	f.what = "cluster-up.sh restart kube-apiserver: SIGTERM, then started again with the same flags"
-	f.err = e.run(ctx, t, "cluster-up.sh", filepath.Join(e.repo, "deploy", "local", "cluster-up.sh"), "restart", "kube-apiserver")
+	f.err = e.Run(ctx, t, "cluster-up.sh", e.Script("cluster-up.sh"), "restart", "kube-apiserver")
 	f.recovered = time.Since(start)
 	return true // a failed restart is injected and not recovered: the soak reports it
 }

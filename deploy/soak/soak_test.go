@@ -1,35 +1,27 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/braid-cni/braid/deploy/local/localcluster"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/deploy/local/demo"
+	"github.com/braid-cni/braid/deploy/local/localcluster"
 )
 
 // What deploy/examples and deploy/local set up; keep in step with them.
@@ -53,6 +45,7 @@ const (
 
 // env is the soak's handle on the local cluster.
 type env struct {
+	localcluster.Paths
 	repo, bin, state string
 	cfg              *rest.Config
 	c                client.Client
@@ -142,7 +135,7 @@ func TestSoak(t *testing.T) {
 func requireSoak(t *testing.T) *env {
 	t.Helper()
 	p := localcluster.Require(t, "BRAID_SOAK", "soak test (make soak)")
-	e := &env{repo: p.Repo, bin: p.Bin, state: p.State}
+	e := &env{Paths: p, repo: p.Repo, bin: p.Bin, state: p.State}
 	e.in = demo.Inspector{Run: demo.Exec, Crictl: filepath.Join(e.bin, "crictl"), CrictlConfig: filepath.Join(e.state, "crictl.yaml")}
 	e.node = Node{Run: demo.Exec, Crictl: e.in.Crictl, CrictlConfig: e.in.CrictlConfig, State: e.state}
 	return e
@@ -173,54 +166,13 @@ func soakParams(t *testing.T) (time.Duration, int64) {
 // script runs deploy/local/demo.sh with args, its output in the test log.
 func (e *env) script(ctx context.Context, t *testing.T, args ...string) error {
 	t.Helper()
-	return e.run(ctx, t, "demo.sh", filepath.Join(e.repo, "deploy", "local", "demo.sh"), args...)
-}
-
-// run runs a command with its output, line by line, in the test log under label.
-func (e *env) run(ctx context.Context, t *testing.T, label, name string, args ...string) error {
-	t.Helper()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = e.repo
-	cmd.WaitDelay = 10 * time.Second
-	r, w := io.Pipe()
-	cmd.Stdout, cmd.Stderr = w, w
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			t.Log(label + ": " + sc.Text())
-		}
-	}()
-	start := time.Now()
-	err := cmd.Run()
-	_ = w.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("%s %s failed after %s: %w", label, strings.Join(args, " "), time.Since(start).Round(time.Second), err)
-	}
-	return nil
+	return e.Run(ctx, t, "demo.sh", e.Script("demo.sh"), args...)
 }
 
 // connect makes the API client. Its timeout keeps a call from hanging while kube-apiserver restarts.
 func (e *env) connect(t *testing.T) {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(e.state, "admin.kubeconfig"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Timeout, cfg.QPS, cfg.Burst = 20*time.Second, 50, 100
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := braidv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if e.c, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		t.Fatal(err)
-	}
-	e.cfg = cfg
+	e.c, e.cfg = e.Client(t, func(cfg *rest.Config) { cfg.Timeout, cfg.QPS, cfg.Burst = 20*time.Second, 50, 100 })
 }
 
 // reserve makes the admin reservation: a FloatingIP for nobody, named as braid-ipam-server names them.

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/braid-cni/braid/deploy/local/localcluster"
-
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
 

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braid-cni/braid/deploy/local/localcluster"
-
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -34,6 +32,7 @@ import (
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/deploy/local/localcluster"
 	"github.com/braid-cni/braid/sriov-device/internal/pcitree"
 )
 

@@ -18,15 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braid-cni/braid/deploy/local/localcluster"
-
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/deploy/local/localcluster"
 )
 
 // What cluster-up.sh sets up; keep in sync with deploy/local/cluster-up.sh.
@@ -87,7 +86,7 @@ func TestLocalCluster(t *testing.T) {
 	if err := runScript(ctx, t, p, "cluster-up.sh"); err != nil {
 		t.Fatalf("cluster-up.sh: %v", err)
 	}
-	c := newClient(t, p)
+	c, _ := p.Client(t, nil)
 	if err := ensureNamespace(ctx, c); err != nil {
 		t.Fatalf("creating namespace %s: %v", testNS, err)
 	}
@@ -178,19 +177,6 @@ func (l *lineLogger) flush() {
 		l.t.Log(l.prefix + l.buf.String())
 		l.buf.Reset()
 	}
-}
-
-func newClient(t *testing.T, p paths) client.Client {
-	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", p.AdminKubeconfig())
-	if err != nil {
-		t.Fatalf("loading %s: %v", p.AdminKubeconfig(), err)
-	}
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		t.Fatalf("client for %s: %v", cfg.Host, err)
-	}
-	return c
 }
 
 func ensureNamespace(ctx context.Context, c client.Client) error {

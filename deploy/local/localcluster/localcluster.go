@@ -1,14 +1,28 @@
 // Package localcluster finds the local single-node cluster that deploy/local/cluster-up.sh runs, for the tests
-// that use it (the e2e packages and the soak): it decides whether such a test may run here and where the
-// cluster's tools and state are.
+// that use it (the e2e packages and the soak): it decides whether such a test may run here, where the
+// cluster's tools and state are, and gives them its scripts' output in the test log and an admin client.
 package localcluster
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/crds/testenv"
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
 // Paths are where the repo, its caches and the cluster's state are (deploy/local/env.sh names the same).
@@ -50,4 +64,55 @@ func Require(t testing.TB, enable, what string) Paths {
 	}
 	return Paths{Repo: repo, Cache: cache, Bin: filepath.Join(cache, "bin"), CNIBin: filepath.Join(cache, "cni-bin"),
 		State: filepath.Join(cache, "cluster")}
+}
+
+// Run runs a command in the repo with its output, line by line, in the test log under label.
+func (p Paths) Run(ctx context.Context, t testing.TB, label, name string, args ...string) error {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = p.Repo
+	cmd.WaitDelay = 10 * time.Second
+	r, w := io.Pipe()
+	cmd.Stdout, cmd.Stderr = w, w
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			t.Log(label + ": " + sc.Text())
+		}
+	}()
+	start := time.Now()
+	err := cmd.Run()
+	_ = w.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%s %s failed after %s: %w", label, strings.Join(args, " "), time.Since(start).Round(time.Second), err)
+	}
+	return nil
+}
+
+// Client is a cluster-admin client that knows Kubernetes' types and braid's; tune, if not nil, adjusts the
+// config first (timeouts, rate limits).
+func (p Paths) Client(t testing.TB, tune func(*rest.Config)) (client.Client, *rest.Config) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", p.AdminKubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(cfg)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := braidv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, cfg
 }
