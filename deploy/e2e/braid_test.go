@@ -204,7 +204,7 @@ func testStatefulSetKeeps(ctx context.Context, t *testing.T, e *env) {
 		if err := e.c.Get(ctx, client.ObjectKey{Namespace: demoNS, Name: "db-0"}, p); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		return p.UID != old.UID && ready(p), nil
+		return p.UID != old.UID && demo.PodReady(p), nil
 	})
 	after := e.inspectPod(ctx, t, "db-0")
 	for _, nad := range wantNetworks["db"] {
@@ -307,7 +307,7 @@ func testIPAMOutage(ctx context.Context, t *testing.T, e *env) {
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(waiting), waiting); err != nil {
 		t.Fatal(err)
 	}
-	if ready(waiting) {
+	if demo.PodReady(waiting) {
 		t.Fatalf("pod %s became ready without braid-ipam-server", waiting.Name)
 	}
 	t.Logf("pod %s waits: %s", waiting.Name, e.lastEvent(ctx, waiting))
@@ -319,7 +319,7 @@ func testIPAMOutage(ctx context.Context, t *testing.T, e *env) {
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(waiting), p); err != nil {
 			return false, err
 		}
-		return ready(p), nil
+		return demo.PodReady(p), nil
 	})
 	pods := e.inspectApp(ctx, t, "web", 3)
 	e.checkAttached(t, pods)
@@ -347,7 +347,7 @@ func testDaemonSetRestart(ctx context.Context, t *testing.T, e *env) {
 		if err := e.c.List(ctx, &l, client.InNamespace(systemNS), client.MatchingLabels{"app.kubernetes.io/name": "braid"}); err != nil {
 			return false, err
 		}
-		return len(l.Items) == 1 && l.Items[0].UID != old.UID && ready(&l.Items[0]), nil
+		return len(l.Items) == 1 && l.Items[0].UID != old.UID && demo.PodReady(&l.Items[0]), nil
 	})
 	conf := filepath.Join(e.state, "cni", "net.d", "00-braid.conflist")
 	if _, err := os.Stat(conf); err != nil {
@@ -463,7 +463,7 @@ func (e *env) inspectApp(ctx context.Context, t *testing.T, app string, n int) [
 		}
 		all := true
 		for i := range pods {
-			all = all && ready(&pods[i])
+			all = all && demo.PodReady(&pods[i])
 		}
 		return len(pods) == n && all, nil
 	})
@@ -644,7 +644,7 @@ func (e *env) checkUnaffected(ctx context.Context, t *testing.T, before []demo.P
 			t.Errorf("pod %s: %v", b.Key(), err)
 			continue
 		}
-		if string(pod.UID) != b.UID || !ready(pod) {
+		if string(pod.UID) != b.UID || !demo.PodReady(pod) {
 			t.Errorf("pod %s was replaced or is not ready", b.Key())
 			continue
 		}
@@ -674,13 +674,4 @@ func sortedAddrs(a demo.Attachment) []netip.Addr {
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return out
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

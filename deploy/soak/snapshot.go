@@ -92,13 +92,5 @@ func (r Reader) Read(ctx context.Context) (Snapshot, error) {
 
 // Ready reports whether the pod is Ready and not being deleted.
 func Ready(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return p.DeletionTimestamp == nil && demo.PodReady(p)
 }

@@ -8,7 +8,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -150,28 +149,9 @@ spec:
 	c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/web", "--timeout=180s")
 
 	// The pod's network namespace has the three interfaces, and network-status says so.
-	crictl := []string{"--config", filepath.Join(c.state, "crictl.yaml")}
-	id := strings.TrimSpace(c.must(filepath.Join(c.bin, "crictl"), append(crictl, "pods", "--namespace", ns, "--name", "web", "-q")...))
-	var inspect struct {
-		Info struct {
-			RuntimeSpec struct {
-				Linux struct {
-					Namespaces []struct{ Type, Path string } `json:"namespaces"`
-				} `json:"linux"`
-			} `json:"runtimeSpec"`
-		} `json:"info"`
-	}
-	if err := json.Unmarshal([]byte(c.must(filepath.Join(c.bin, "crictl"), append(crictl, "inspectp", "-o", "json", id)...)), &inspect); err != nil {
+	netns, err := p.PodNetNS(t.Context(), ns, "web")
+	if err != nil {
 		t.Fatal(err)
-	}
-	var netns string
-	for _, n := range inspect.Info.RuntimeSpec.Linux.Namespaces {
-		if n.Type == "network" {
-			netns = n.Path
-		}
-	}
-	if netns == "" {
-		t.Fatalf("no network namespace for sandbox %s", id)
 	}
 	var ifs []string
 	for _, line := range strings.Split(c.must("nsenter", "--net="+netns, "ip", "-o", "link", "show"), "\n") {

@@ -32,6 +32,7 @@ import (
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/deploy/local/demo"
 	"github.com/braid-cni/braid/deploy/local/localcluster"
 	"github.com/braid-cni/braid/sriov-device/internal/pcitree"
 )
@@ -585,7 +586,7 @@ func testPod(ctx context.Context, t *testing.T, e env, c client.Client, vfs []st
 		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 			return false, err
 		}
-		return podReady(pod), nil
+		return demo.PodReady(pod), nil
 	})
 	if err != nil {
 		status, _ := json.Marshal(pod.Status)
@@ -647,15 +648,6 @@ func testPod(ctx context.Context, t *testing.T, e env, c client.Client, vfs []st
 	}
 	t.Logf("device-info file %s: %s", name, data)
 	return addr
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, cond := range pod.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // containerEnv reads the environment of the pod's container as its process has it: CRI names the process

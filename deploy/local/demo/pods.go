@@ -103,6 +103,16 @@ func NetworkStatus(pod *corev1.Pod) ([]nadv1.NetworkStatus, error) {
 	return out, nil
 }
 
+// PodReady reports whether the pod's Ready condition is true.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // sandboxPID asks the runtime for the pod's ready sandbox and its PID.
 func (in Inspector) sandboxPID(ctx context.Context, pod *corev1.Pod) (int, error) {
 	out, err := in.Run(ctx, in.Crictl, "--config", in.CrictlConfig, "pods", "--state", "ready", "-q",

@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/deploy/local/demo"
 	"github.com/braid-cni/braid/deploy/local/localcluster"
 )
 
@@ -225,7 +226,7 @@ func testPod(ctx context.Context, t *testing.T, p paths, c client.Client, ports 
 		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 			return false, err
 		}
-		return podReady(pod), nil
+		return demo.PodReady(pod), nil
 	})
 	if err != nil {
 		t.Fatalf("pod %s/%s not Ready: %v; status: %s", testNS, pod.Name, err, podStatus(pod))
@@ -240,7 +241,7 @@ func testPod(ctx context.Context, t *testing.T, p paths, c client.Client, ports 
 	}
 	t.Logf("pod %s/%s Ready with IP %s", testNS, pod.Name, ip)
 
-	netns, err := podNetns(ctx, p, pod)
+	netns, err := p.PodNetNS(ctx, pod.Namespace, pod.Name)
 	if err != nil {
 		t.Fatalf("finding the pod's network namespace: %v", err)
 	}
@@ -253,42 +254,6 @@ func testPod(ctx context.Context, t *testing.T, p paths, c client.Client, ports 
 	}
 	t.Logf("eth0 in %s carries %s", netns, ip)
 	recordBridgePorts(ctx, t, ports)
-}
-
-// podNetns asks CRI (crictl inspectp) for the network namespace file of the pod's sandbox.
-func podNetns(ctx context.Context, p paths, pod *corev1.Pod) (string, error) {
-	crictl := filepath.Join(p.Bin, "crictl")
-	ids, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "pods", "-q", "--state", "ready",
-		"--namespace", pod.Namespace, "--name", pod.Name).Output()
-	if err != nil {
-		return "", fmt.Errorf("crictl pods: %w", err)
-	}
-	fields := strings.Fields(string(ids))
-	if len(fields) != 1 {
-		return "", fmt.Errorf("crictl pods: want one ready sandbox for %s/%s, got %q", pod.Namespace, pod.Name, fields)
-	}
-	raw, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "inspectp", fields[0]).Output()
-	if err != nil {
-		return "", fmt.Errorf("crictl inspectp %s: %w", fields[0], err)
-	}
-	var info struct {
-		Info struct {
-			RuntimeSpec struct {
-				Linux struct {
-					Namespaces []struct{ Type, Path string } `json:"namespaces"`
-				} `json:"linux"`
-			} `json:"runtimeSpec"`
-		} `json:"info"`
-	}
-	if err := json.Unmarshal(raw, &info); err != nil {
-		return "", fmt.Errorf("crictl inspectp %s: %w", fields[0], err)
-	}
-	for _, ns := range info.Info.RuntimeSpec.Linux.Namespaces {
-		if ns.Type == "network" && ns.Path != "" {
-			return ns.Path, nil
-		}
-	}
-	return "", fmt.Errorf("crictl inspectp %s: no network namespace path in the runtime spec", fields[0])
 }
 
 func testDeployment(ctx context.Context, t *testing.T, c client.Client, ports map[string]bool) {
@@ -346,15 +311,6 @@ func waitDeployment(ctx context.Context, c client.Client, dep *appsv1.Deployment
 	})
 }
 
-func podReady(pod *corev1.Pod) bool {
-	for _, cond := range pod.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func podStatus(pod *corev1.Pod) string {
 	b, _ := json.Marshal(pod.Status)
 	return string(b)
@@ -368,7 +324,7 @@ func podsSummary(ctx context.Context, c client.Client, labels map[string]string)
 	var parts []string
 	for _, pod := range pods.Items {
 		parts = append(parts, fmt.Sprintf("%s(%s node=%q ip=%s ready=%v)", pod.Name, pod.Status.Phase,
-			pod.Spec.NodeName, pod.Status.PodIP, podReady(&pod)))
+			pod.Spec.NodeName, pod.Status.PodIP, demo.PodReady(&pod)))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -6,6 +6,7 @@ package localcluster
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -115,4 +116,40 @@ func (p Paths) Client(t testing.TB, tune func(*rest.Config)) (client.Client, *re
 		t.Fatal(err)
 	}
 	return c, cfg
+}
+
+// PodNetNS asks the runtime (crictl inspectp) for the network namespace file of the pod's one ready sandbox.
+func (p Paths) PodNetNS(ctx context.Context, namespace, name string) (string, error) {
+	crictl := filepath.Join(p.Bin, "crictl")
+	ids, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "pods", "-q", "--state", "ready",
+		"--namespace", namespace, "--name", name).Output()
+	if err != nil {
+		return "", fmt.Errorf("crictl pods: %w", err)
+	}
+	fields := strings.Fields(string(ids))
+	if len(fields) != 1 {
+		return "", fmt.Errorf("crictl pods: want one ready sandbox for %s/%s, got %q", namespace, name, fields)
+	}
+	raw, err := exec.CommandContext(ctx, crictl, "--config", p.CrictlConfig(), "inspectp", fields[0]).Output()
+	if err != nil {
+		return "", fmt.Errorf("crictl inspectp %s: %w", fields[0], err)
+	}
+	var info struct {
+		Info struct {
+			RuntimeSpec struct {
+				Linux struct {
+					Namespaces []struct{ Type, Path string } `json:"namespaces"`
+				} `json:"linux"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return "", fmt.Errorf("crictl inspectp %s: %w", fields[0], err)
+	}
+	for _, ns := range info.Info.RuntimeSpec.Linux.Namespaces {
+		if ns.Type == "network" && ns.Path != "" {
+			return ns.Path, nil
+		}
+	}
+	return "", fmt.Errorf("crictl inspectp %s: no network namespace path in the runtime spec", fields[0])
 }

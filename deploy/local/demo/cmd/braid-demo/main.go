@@ -127,7 +127,7 @@ func inspectAll(ctx context.Context, kubeconfig string, in demo.Inspector, names
 	if err != nil {
 		return nil, fmt.Errorf("list pods in %s: %w", namespace, err)
 	}
-	items := slices.DeleteFunc(list.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil || !ready(&p) })
+	items := slices.DeleteFunc(list.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil || !demo.PodReady(&p) })
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	if len(items) == 0 {
 		return nil, fmt.Errorf("no ready pod in namespace %s", namespace)
@@ -141,13 +141,4 @@ func inspectAll(ctx context.Context, kubeconfig string, in demo.Inspector, names
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
