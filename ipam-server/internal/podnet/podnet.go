@@ -54,9 +54,14 @@ func (d Defaults) Validate() error {
 	return nil
 }
 
+// Apply reports whether pods in podNamespace get default networks: there are some, and it is no system namespace.
+func (d Defaults) Apply(podNamespace string) bool {
+	return len(d.Networks) > 0 && !slices.Contains(d.SystemNamespaces, podNamespace)
+}
+
 // For returns the default networks of a pod in podNamespace: none in a system namespace.
 func (d Defaults) For(podNamespace string) []selection.Element {
-	if slices.Contains(d.SystemNamespaces, podNamespace) {
+	if !d.Apply(podNamespace) {
 		return nil
 	}
 	out := make([]selection.Element, 0, len(d.Networks))

@@ -226,7 +226,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
 	})
 	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || len(defaults.For(o.GetNamespace())) > 0
+		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || defaults.Apply(o.GetNamespace())
 	})
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
 		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks)).
