@@ -6,6 +6,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,12 +16,14 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -204,22 +207,35 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		{dp, "get", "", "pods", "", "braid-demo", false},
 		{dp, "list", "", "nodes", "", "", false},
 	}
-	for _, c := range cases {
+	may := func(account, verb, group, resource, sub, ns string) bool {
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   "system:serviceaccount:braid-system:" + c.account,
+			User:   "system:serviceaccount:braid-system:" + account,
 			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:braid-system", "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: c.ns, Verb: c.verb, Group: c.group,
-				Resource: c.resource, Subresource: c.sub},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group,
+				Resource: resource, Subresource: sub},
 		}}
 		if err := env.Client.Create(ctx, sar); err != nil {
 			t.Fatal(err)
 		}
-		if sar.Status.Allowed != c.allowed {
+		return sar.Status.Allowed
+	}
+	// The API server's authorizer learns of new roles and bindings from its informers, a moment after the
+	// creates return: wait (bounded) until every grant is visible, then judge every case once.
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		for _, c := range cases {
+			if c.allowed && !may(c.account, c.verb, c.group, c.resource, c.sub, c.ns) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	for _, c := range cases {
+		if may(c.account, c.verb, c.group, c.resource, c.sub, c.ns) != c.allowed {
 			res := c.resource
 			if c.sub != "" {
 				res += "/" + c.sub
 			}
-			t.Errorf("%s may %s %s.%s in %q: %v, want %v", c.account, c.verb, res, c.group, c.ns, sar.Status.Allowed, c.allowed)
+			t.Errorf("%s may %s %s.%s in %q: %v, want %v", c.account, c.verb, res, c.group, c.ns, !c.allowed, c.allowed)
 		}
 	}
 }
