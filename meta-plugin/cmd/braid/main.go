@@ -1,6 +1,7 @@
 // Command braid is the braid CNI meta-plugin: run by the container runtime, it attaches a pod to the cluster
 // network and to the networks its k8s.v1.cni.cncf.io/networks annotation selects (see internal/plugin).
-// `braid install` is the node DaemonSet's entry point (see internal/installer).
+// `braid install` is the node DaemonSet's entry point (see internal/installer); `braid daemon` is the node
+// daemon that serves braid-shim (see internal/daemon).
 package main
 
 import (
@@ -26,6 +27,9 @@ func init() {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "install" {
 		os.Exit(install(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "daemon" {
+		os.Exit(runDaemon(os.Args[2:]))
 	}
 	p := plugin.New(plugin.Deps{
 		Kube: func(kubeconfig string) (plugin.Kube, error) {

@@ -25,6 +25,10 @@ import (
 // PluginType is the CNI type of braid's own configuration.
 const PluginType = "braid"
 
+// ShimType is the CNI type of the same configuration when braid runs as a node daemon: the runtime runs the
+// small braid-shim, which hands the call, conf and all, to the daemon at DaemonSocket.
+const ShimType = "braid-shim"
+
 // Defaults for keys left out of the configuration.
 const (
 	DefaultConfDir            = "/etc/cni/braid/net.d"
@@ -109,6 +113,8 @@ type Conf struct {
 	MultusNamespace         string `json:"multusNamespace"`
 
 	Kubeconfig string `json:"kubeconfig"`
+	// DaemonSocket is where braid-shim finds braid's node daemon (type braid-shim only).
+	DaemonSocket string `json:"daemonSocket"`
 	// ConfDir holds on-disk confs for NADs without spec.config.
 	ConfDir string `json:"confDir"`
 	// CNIDir holds braid's attachment records and libcni's result cache for the delegates.
@@ -174,8 +180,11 @@ func Parse(data []byte) (*Conf, error) {
 var logLevels = map[string]bool{"": true, "debug": true, "verbose": true, "info": true, "error": true, "panic": true}
 
 func (c *Conf) validate() error {
-	if c.Type != PluginType {
-		return fieldErr("type", "must be %q, not %q", PluginType, c.Type)
+	if c.Type != PluginType && c.Type != ShimType {
+		return fieldErr("type", "must be %q (or %q with braid's node daemon), not %q", PluginType, ShimType, c.Type)
+	}
+	if c.DaemonSocket != "" && !filepath.IsAbs(c.DaemonSocket) {
+		return fieldErr("daemonSocket", "must be an absolute path, not %q", c.DaemonSocket)
 	}
 	if c.Name == "" {
 		return fieldErr("name", "must not be empty")

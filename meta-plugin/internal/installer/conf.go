@@ -40,6 +40,9 @@ func BuildConf(masterFile string, master *libcni.NetworkConfigList, kubeconfig s
 	plugin := map[string]any{}
 	maps.Copy(plugin, extra)
 	plugin["type"] = conf.PluginType
+	if _, ok := extra["daemonSocket"]; ok {
+		plugin["type"] = conf.ShimType // braid-shim hands every call to braid's node daemon
+	}
 	plugin["clusterNetwork"] = masterFile
 	if kubeconfig != "" {
 		plugin["kubeconfig"] = kubeconfig

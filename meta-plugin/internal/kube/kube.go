@@ -18,10 +18,12 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -121,8 +123,14 @@ func (c *Client) GetNAD(ctx context.Context, namespace, name string, fresh bool)
 // SetPodAnnotation sets one annotation through the pods/status subresource, which is what a node's
 // credentials may write (and what the NPWG network-status is meant to go through). A merge patch needs no
 // read-modify-write, so a concurrent change of other annotations is never lost.
-func (c *Client) SetPodAnnotation(ctx context.Context, namespace, name, key, value string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{key: value}}})
+// With uid set, the patch carries it, and the API server refuses the patch when the pod of that name is another
+// incarnation (its UID cannot change).
+func (c *Client) SetPodAnnotation(ctx context.Context, namespace, name string, uid types.UID, key, value string) error {
+	meta := map[string]any{"annotations": map[string]string{key: value}}
+	if uid != "" {
+		meta["uid"] = uid
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return fmt.Errorf("annotation patch: %w", err)
 	}
@@ -165,3 +173,13 @@ func CountingTransport(count func()) func(http.RoundTripper) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// PodsOnNode lists and watches the pods bound to node, for the node daemon's cache.
+func (c *Client) PodsOnNode(node string) *cache.ListWatch {
+	return cache.NewListWatchFromClient(c.core, "pods", metav1.NamespaceAll, fields.OneTermEqualSelector("spec.nodeName", node))
+}
+
+// NADs lists and watches every NetworkAttachmentDefinition, for the node daemon's cache.
+func (c *Client) NADs() *cache.ListWatch {
+	return cache.NewListWatchFromClient(c.nad, "network-attachment-definitions", metav1.NamespaceAll, fields.Everything())
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 )
 
 // Annotation is the pod annotation braid writes.
@@ -138,4 +139,14 @@ func Decode(s string) ([]Status, error) {
 		return nil, fmt.Errorf("decode network-status: not a JSON list of entries: %w", err)
 	}
 	return sts, nil
+}
+
+// Write is one network-status write waiting to be made: the annotation's value for the sandbox ContainerID
+// of the pod Namespace/Name with UID.
+type Write struct {
+	ContainerID string       `json:"containerID"`
+	Namespace   string       `json:"namespace"`
+	Name        string       `json:"name"`
+	UID         k8stypes.UID `json:"uid"`
+	Value       string       `json:"value"`
 }

@@ -84,16 +84,17 @@ func (p *Plugin) Add(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, err))
 	}
 	sw.lap("route")
+	res, err := results[0].GetAsVersion(c.CNIVersion)
+	if err != nil {
+		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, fmt.Errorf("cluster network result as %s: %w", c.CNIVersion, err)))
+	}
+	// The status goes last: once it is handed to a StatusWriter, nothing may fail any more.
 	if kube != nil && pod != nil {
 		if err := p.writeStatus(ctx, e, kube, pod, atts, results, holder); err != nil {
 			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, err))
 		}
 	}
 	sw.lap("status")
-	res, err := results[0].GetAsVersion(c.CNIVersion)
-	if err != nil {
-		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, fmt.Errorf("cluster network result as %s: %w", c.CNIVersion, err)))
-	}
 	log.Info("attached all networks", "pod", e.k8s.PodNamespace+"/"+e.k8s.PodName, "count", len(atts))
 	return res, nil
 }
@@ -263,7 +264,14 @@ func (p *Plugin) writeStatus(ctx context.Context, e *env, kube Kube, pod *corev1
 	if err != nil {
 		return err
 	}
-	if err := kube.SetPodAnnotation(ctx, pod.Namespace, pod.Name, netstatus.Annotation, v); err != nil {
+	if p.deps.Status != nil {
+		w := netstatus.Write{ContainerID: e.args.ContainerID, Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Value: v}
+		if err := p.deps.Status.Write(ctx, w); err != nil {
+			return fmt.Errorf("network-status: %w: %w", err, errTryAgain)
+		}
+		return nil
+	}
+	if err := kube.SetPodAnnotation(ctx, pod.Namespace, pod.Name, pod.UID, netstatus.Annotation, v); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("network-status: pod %s/%s is gone: %w", pod.Namespace, pod.Name, errors.Join(err, errTryAgain))
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
@@ -52,6 +53,12 @@ func (p *Plugin) Del(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 	if len(errs) > 0 {
 		// The record stays, so that the runtime's next DEL retries with the same knowledge.
 		return errors.Join(errs...)
+	}
+	if p.deps.Status != nil {
+		// A status still queued for this sandbox would describe interfaces that are gone.
+		if err := p.deps.Status.Forget(k8stypes.UID(e.k8s.PodUID), args.ContainerID); err != nil {
+			return err
+		}
 	}
 	if err := e.rec.Delete(args.ContainerID); err != nil {
 		return err

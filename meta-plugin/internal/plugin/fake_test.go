@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
@@ -53,7 +54,7 @@ func (f *fakeKube) GetNAD(_ context.Context, ns, name string, _ bool) (*nadv1.Ne
 	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "network-attachment-definitions"}, name)
 }
 
-func (f *fakeKube) SetPodAnnotation(_ context.Context, ns, name, key, value string) error {
+func (f *fakeKube) SetPodAnnotation(_ context.Context, ns, name string, _ k8stypes.UID, key, value string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.status[ns+"/"+name] = value

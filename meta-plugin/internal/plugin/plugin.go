@@ -20,6 +20,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,12 +38,14 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
+	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 	"github.com/braid-cni/braid/meta-plugin/internal/route"
 )
 
@@ -75,13 +78,25 @@ var (
 type Kube interface {
 	GetPod(ctx context.Context, namespace, name string, fresh bool) (*corev1.Pod, error)
 	GetNAD(ctx context.Context, namespace, name string, fresh bool) (*nadv1.NetworkAttachmentDefinition, error)
-	SetPodAnnotation(ctx context.Context, namespace, name, key, value string) error
+	// SetPodAnnotation sets one annotation of the pod; with uid set, only of that incarnation of the pod.
+	SetPodAnnotation(ctx context.Context, namespace, name string, uid k8stypes.UID, key, value string) error
 	RecordEvent(ctx context.Context, pod *corev1.Pod, eventType, reason, message string) error
 }
 
 // Devices is what braid needs from the kubelet's PodResources API.
 type Devices interface {
 	Devices(ctx context.Context, namespace, name string) (map[string][]string, error)
+}
+
+// StatusWriter takes the network-status write off an ADD's path: braid's node daemon queues the write and
+// returns, and drops it when the sandbox's DEL comes first (see internal/daemon). Without one, ADD writes the
+// annotation itself before it returns.
+type StatusWriter interface {
+	// Write records that the pod's network-status should become w.Value. Once it returns nil, the write
+	// survives a restart of the writer.
+	Write(ctx context.Context, w netstatus.Write) error
+	// Forget drops the write queued for the sandbox containerID of the pod uid, if it is still queued.
+	Forget(uid k8stypes.UID, containerID string) error
 }
 
 // Deps are braid's connections to the outside world.
@@ -94,6 +109,8 @@ type Deps struct {
 	Exec invoke.Exec
 	// SetDefaultRoute moves the pod's default route; nil means route.SetDefault.
 	SetDefaultRoute func(netnsPath, ifName string, gws []netip.Addr) error
+	// Status, when set, writes network-status in the background (the node daemon); nil means ADD writes it.
+	Status StatusWriter
 	// Stdout receives ADD's result; nil means os.Stdout at the time of the call.
 	Stdout io.Writer
 	// Stderr receives logs when the conf names no log file; nil means os.Stderr.
@@ -126,20 +143,46 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 
 // CmdAdd is CNI ADD.
 func (p *Plugin) CmdAdd(args *skel.CmdArgs) error {
+	out := p.deps.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	return p.add(args, out)
+}
+
+func (p *Plugin) add(args *skel.CmdArgs, out io.Writer) error {
 	return p.run(args, "ADD", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		res, err := p.Add(ctx, c, args, log)
 		if err != nil {
 			return err
-		}
-		out := p.deps.Stdout
-		if out == nil {
-			out = os.Stdout
 		}
 		if err := res.PrintTo(out); err != nil {
 			return fmt.Errorf("print result: %w", err)
 		}
 		return nil
 	})
+}
+
+// Serve runs one CNI command (as CNI_COMMAND names it) for the node daemon and returns what the plugin
+// would print on stdout: ADD's result, nothing for the others. Errors are *types.Error, as a plugin returns.
+func (p *Plugin) Serve(command string, args *skel.CmdArgs) ([]byte, error) {
+	var out bytes.Buffer
+	var err error
+	switch command {
+	case "ADD":
+		err = p.add(args, &out)
+	case "DEL":
+		err = p.CmdDel(args)
+	case "CHECK":
+		err = p.CmdCheck(args)
+	case "STATUS":
+		err = p.CmdStatus(args)
+	case "GC":
+		err = p.CmdGC(args)
+	default:
+		err = types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_COMMAND %q: must be ADD, DEL, CHECK, STATUS or GC", command), "")
+	}
+	return out.Bytes(), err
 }
 
 // CmdDel is CNI DEL.

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
+)
+
+// Patcher is the API call a StatusQueue makes.
+type Patcher interface {
+	SetPodAnnotation(ctx context.Context, namespace, name string, uid k8stypes.UID, key, value string) error
+}
+
+// patchTimeout bounds one write; a failed write is retried with backoff up to retryCap apart.
+const (
+	patchTimeout = 10 * time.Second
+	retryBase    = 50 * time.Millisecond
+	retryCap     = 30 * time.Second
+)
+
+// StatusQueue writes network-status annotations in the background, so that an ADD returns as soon as its
+// interfaces are up. A write is kept on disk (one file per pod, 0600) from the moment Write returns until the
+// API server took it, so a restarted daemon finishes what the previous one accepted. Per pod only the latest
+// write counts, writes to one pod never run concurrently, and a pod's writes carry its UID, so that a write
+// never lands on a newer pod of the same name. A failed write is retried with backoff until it lands, the
+// pod is gone, or the sandbox's DEL forgets it.
+type StatusQueue struct {
+	dir   string
+	api   Patcher
+	log   *slog.Logger
+	queue workqueue.TypedRateLimitingInterface[string]
+
+	mu      sync.Mutex
+	pending map[string]netstatus.Write
+}
+
+// NewStatusQueue returns a queue keeping its writes in dir, with the writes a previous daemon left there
+// queued again. Call Run to start writing.
+func NewStatusQueue(dir string, api Patcher, log *slog.Logger) (*StatusQueue, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("status queue dir: %w", err)
+	}
+	q := &StatusQueue{
+		dir: dir, api: api, log: log, pending: map[string]netstatus.Write{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryCap),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "braid-network-status"}),
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("status queue dir: %w", err)
+	}
+	for _, de := range entries {
+		if strings.HasPrefix(de.Name(), ".") {
+			_ = os.Remove(filepath.Join(dir, de.Name())) // an interrupted write
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, de.Name()))
+		var w netstatus.Write
+		if err == nil {
+			err = json.Unmarshal(data, &w)
+		}
+		if err != nil || key(w) != de.Name() {
+			log.Warn("unreadable queued network-status write dropped", "file", de.Name(), "err", err)
+			_ = os.Remove(filepath.Join(dir, de.Name()))
+			continue
+		}
+		q.pending[de.Name()] = w
+		q.queue.Add(de.Name())
+	}
+	return q, nil
+}
+
+// key names a pod's entry (and file): its UID, or namespace_name for a pod the runtime gave no UID for.
+// Neither a UID nor a DNS-1123 name holds '_' or '/'.
+func key(w netstatus.Write) string {
+	if w.UID != "" {
+		return string(w.UID)
+	}
+	return w.Namespace + "_" + w.Name
+}
+
+// Write queues w, replacing an earlier write for the same pod that has not landed yet. It returns once w is
+// on disk.
+func (q *StatusQueue) Write(_ context.Context, w netstatus.Write) error {
+	k := key(w)
+	data, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("queue network-status: %w", err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err := writeFile(q.dir, k, data); err != nil {
+		return fmt.Errorf("queue network-status: %w", err)
+	}
+	q.pending[k] = w
+	q.queue.Add(k)
+	return nil
+}
+
+// Forget drops the queued write of the sandbox containerID of pod uid, if it has not landed yet; a write of
+// another sandbox of the pod stays.
+func (q *StatusQueue) Forget(uid k8stypes.UID, containerID string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, w := range q.pending {
+		if w.ContainerID == containerID && (uid == "" || w.UID == uid) {
+			if err := q.drop(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Pending is the number of writes that have not landed.
+func (q *StatusQueue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// Run writes with the given number of workers until ctx ends.
+func (q *StatusQueue) Run(ctx context.Context, workers int) {
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for q.next(ctx) {
+			}
+		}()
+	}
+	<-ctx.Done()
+	q.queue.ShutDown()
+	wg.Wait()
+}
+
+func (q *StatusQueue) next(ctx context.Context) bool {
+	k, quit := q.queue.Get()
+	if quit {
+		return false
+	}
+	defer q.queue.Done(k)
+	q.mu.Lock()
+	w, ok := q.pending[k]
+	q.mu.Unlock()
+	if !ok {
+		q.queue.Forget(k)
+		return true
+	}
+	pctx, cancel := context.WithTimeout(ctx, patchTimeout)
+	err := q.api.SetPodAnnotation(pctx, w.Namespace, w.Name, w.UID, netstatus.Annotation, w.Value)
+	cancel()
+	switch {
+	case err == nil:
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsConflict(err):
+		// The pod is gone, or the name belongs to a newer pod: this status describes nothing that exists.
+		q.log.Info("network-status not written: the pod is gone", "pod", w.Namespace+"/"+w.Name, "uid", w.UID, "err", err)
+	default:
+		q.log.Warn("network-status write failed; will retry", "pod", w.Namespace+"/"+w.Name, "err", err)
+		q.queue.AddRateLimited(k)
+		return true
+	}
+	q.queue.Forget(k)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.pending[k] == w { // not replaced by a newer write meanwhile
+		if err := q.drop(k); err != nil {
+			q.log.Error("written network-status still queued on disk", "err", err)
+		}
+	}
+	return true
+}
+
+// drop removes entry k; q.mu is held.
+func (q *StatusQueue) drop(k string) error {
+	delete(q.pending, k)
+	if err := os.Remove(filepath.Join(q.dir, k)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("queued network-status: %w", err)
+	}
+	return nil
+}
+
+// writeFile replaces dir/name with data, atomically, readable by root only.
+func writeFile(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}

@@ -1,0 +1,141 @@
+// Package shim is the wire between braid-shim, the small binary a container runtime runs for
+// `"type": "braid-shim"`, and braid's node daemon (`braid daemon`), which does the work with warm caches and
+// one long-lived API connection. The shim forwards the CNI call, its CNI_* environment and its stdin, over a
+// unix socket, and prints what the daemon answers. The package imports little, so that the shim starts fast.
+package shim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// DefaultSocket is where the daemon listens unless its conf says otherwise (`daemonSocket`).
+const DefaultSocket = "/run/braid/braid.sock"
+
+// maxRequest bounds a request: a conf with inline delegates and a GC list stays far below.
+const maxRequest = 16 << 20
+
+// Request is one CNI call, as the runtime made it to the shim.
+type Request struct {
+	Command     string `json:"command"`
+	ContainerID string `json:"containerID"`
+	Netns       string `json:"netns"`
+	IfName      string `json:"ifName"`
+	Args        string `json:"args"`
+	Path        string `json:"path"`
+	Stdin       []byte `json:"stdin"`
+}
+
+// Response is the daemon's answer: what the plugin prints on success (ADD's result), or its CNI error.
+type Response struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *types.Error    `json:"error,omitempty"`
+}
+
+// Handler runs one call and returns what the plugin prints, or an error (a *types.Error keeps its code).
+type Handler func(ctx context.Context, req Request) ([]byte, error)
+
+// Listen opens the daemon's socket, readable and writable by root only, in a directory only root may enter.
+// A socket left by a previous daemon is replaced.
+func Listen(socket string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(socket), 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("old socket: %w", err)
+	}
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("socket mode: %w", err)
+	}
+	return l, nil
+}
+
+// Serve answers calls on l until l is closed: one call per connection, its Request as JSON from the shim and
+// the Response as JSON back. (No HTTP: the shim stays small and starts fast.) It returns when l is closed,
+// after the calls in progress have answered.
+func Serve(l net.Listener, h Handler) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveConn(conn, h)
+		}()
+	}
+}
+
+func serveConn(conn net.Conn, h Handler) {
+	defer func() { _ = conn.Close() }()
+	var req Request
+	var resp Response
+	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
+		resp.Error = types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")
+	} else if out, err := h(context.Background(), req); err != nil {
+		resp.Error = asCNI(err)
+	} else if len(bytes.TrimSpace(out)) > 0 {
+		resp.Result = out
+	}
+	_ = json.NewEncoder(conn).Encode(resp)
+}
+
+// Call sends req to the daemon at socket and returns what the shim must print, or the call's CNI error.
+// A daemon that cannot be reached is CNI code 11, try again later: the runtime retries the call.
+func Call(ctx context.Context, socket string, req Request) ([]byte, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("braid daemon not reachable at %s (is braid's DaemonSet pod running on this node?): %v", socket, err), "")
+	}
+	defer func() { _ = conn.Close() }()
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, "braid daemon: sending the call: "+err.Error(), "")
+	}
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		// The daemon went away in the middle of the call (a restart): what it did is unknown, and the
+		// runtime's retry (or DEL) sorts it out, as after a crashed plugin.
+		return nil, types.NewError(types.ErrTryAgainLater, "braid daemon: no answer: "+err.Error(), "")
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return resp.Result, nil
+}
+
+// asCNI gives an error a CNI code; one without is internal (999).
+func asCNI(err error) *types.Error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return types.NewError(types.ErrInternal, err.Error(), "")
+}
