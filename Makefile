@@ -9,7 +9,7 @@ CACHE   := $(BRAID_CACHE)
 BIN     := $(CACHE)/bin
 OUT     := $(CACHE)/braid-bin
 LOCAL   := deploy/local
-BINARIES := braid=meta-plugin/cmd/braid braid-ipam=ipam-server/cmd/braid-ipam \
+BINARIES := braid=meta-plugin/cmd/braid braid-shim=meta-plugin/cmd/braid-shim braid-ipam=ipam-server/cmd/braid-ipam \
             braid-ipam-server=ipam-server/cmd/braid-ipam-server braid-sriov-dp=sriov-device/cmd/braid-sriov-dp
 # Packages named e2e need the local cluster; `make test` runs them last, one at a time (the cluster's own
 # e2e first: it proves cluster-up and cluster-down).
@@ -17,10 +17,10 @@ E2E_PKGS = ./deploy/local/e2e $(filter-out ./deploy/local/e2e,$(shell go list -f
 
 .PHONY: build test test-unit test-e2e e2e soak demo demo-report demo-down generate verify lint fuzz images cluster-up cluster-down bench deps tools clean
 
-## build: compile braid's four binaries into .cache/braid-bin
+## build: compile braid's binaries into .cache/braid-bin (static and stripped: the CNI ones start per call)
 build:
 	@mkdir -p $(OUT)
-	@for b in $(BINARIES); do CGO_ENABLED=0 go build -trimpath -o $(OUT)/$${b%%=*} ./$${b#*=}; done
+	@for b in $(BINARIES); do CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o $(OUT)/$${b%%=*} ./$${b#*=}; done
 	@echo "built: $$(ls $(OUT) | tr '\n' ' ')"
 
 ## deps: Debian packages and every pinned tool (Kubernetes, etcd, crictl, CNI plugins, controller-gen, golangci-lint)

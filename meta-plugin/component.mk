@@ -17,5 +17,5 @@ bench-meta: deps
 		go test -count=1 -timeout 30m -run '^TestBenchMeta$$' -v ./meta-plugin/internal/plugin/ > $(META_BENCH_DIR)/bench.log 2>&1 \
 		|| { cat $(META_BENCH_DIR)/bench.log >&2; echo "bench-meta: failed (log: $(META_BENCH_DIR)/bench.log)" >&2; exit 1; }
 	@grep -q '^BENCH meta ' $(META_BENCH_DIR)/bench.log || { cat $(META_BENCH_DIR)/bench.log >&2; echo "bench-meta: no BENCH line" >&2; exit 1; }
-	@grep '^BENCH-INFO meta ' $(META_BENCH_DIR)/bench.log | tail -n1
+	@grep '^BENCH-INFO meta' $(META_BENCH_DIR)/bench.log
 	@grep '^BENCH meta ' $(META_BENCH_DIR)/bench.log | tail -n1

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/daemon"
@@ -82,19 +81,9 @@ func daemonMain(cfg daemon.Config, kubeconfig, root string) error {
 		Kube:   func(string) (plugin.Kube, error) { return d.Cache, nil },
 		Status: d.Status,
 	})
-	err = d.Run(ctx, Handler(p))
+	err = d.Run(ctx, p.Handle)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
-}
-
-// Handler serves a shim's call with the meta-plugin.
-func Handler(p *plugin.Plugin) shim.Handler {
-	return func(_ context.Context, req shim.Request) ([]byte, error) {
-		return p.Serve(req.Command, &skel.CmdArgs{
-			ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path,
-			StdinData: req.Stdin,
-		})
-	}
 }

@@ -87,3 +87,6 @@ func stripManagedFields(obj any) (any, error) {
 	}
 	return obj, nil
 }
+
+// Pods is the cache of the node's pods.
+func (c *Cache) Pods() cache.Store { return c.pods.GetStore() }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
+	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // Patcher is the API call a StatusQueue makes.
@@ -94,8 +95,8 @@ func key(w netstatus.Write) string {
 }
 
 // Write queues w, replacing an earlier write for the same pod that has not landed yet. It returns once w is
-// on disk.
-func (q *StatusQueue) Write(_ context.Context, w netstatus.Write) error {
+// on disk; when ctx is a daemon call's, the write starts once the call has been answered.
+func (q *StatusQueue) Write(ctx context.Context, w netstatus.Write) error {
 	k := key(w)
 	data, err := json.Marshal(w)
 	if err != nil {
@@ -107,7 +108,9 @@ func (q *StatusQueue) Write(_ context.Context, w netstatus.Write) error {
 		return fmt.Errorf("queue network-status: %w", err)
 	}
 	q.pending[k] = w
-	q.queue.Add(k)
+	if !shim.AfterReply(ctx, func() { q.queue.Add(k) }) {
+		q.queue.Add(k)
+	}
 	return nil
 }
 

@@ -47,6 +47,7 @@ import (
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 	"github.com/braid-cni/braid/meta-plugin/internal/route"
+	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // Error codes of braid (see the package comment).
@@ -147,11 +148,11 @@ func (p *Plugin) CmdAdd(args *skel.CmdArgs) error {
 	if out == nil {
 		out = os.Stdout
 	}
-	return p.add(args, out)
+	return p.add(context.Background(), args, out)
 }
 
-func (p *Plugin) add(args *skel.CmdArgs, out io.Writer) error {
-	return p.run(args, "ADD", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
+func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, out io.Writer) error {
+	return p.run(ctx, args, "ADD", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		res, err := p.Add(ctx, c, args, log)
 		if err != nil {
 			return err
@@ -163,59 +164,69 @@ func (p *Plugin) add(args *skel.CmdArgs, out io.Writer) error {
 	})
 }
 
-// Serve runs one CNI command (as CNI_COMMAND names it) for the node daemon and returns what the plugin
-// would print on stdout: ADD's result, nothing for the others. Errors are *types.Error, as a plugin returns.
-func (p *Plugin) Serve(command string, args *skel.CmdArgs) ([]byte, error) {
+// Handle serves one call that braid-shim forwarded to the node daemon and returns what the plugin would
+// print on stdout: ADD's result, nothing for the others. Errors are *types.Error, as a plugin returns them.
+func (p *Plugin) Handle(ctx context.Context, req shim.Request) ([]byte, error) {
+	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args,
+		Path: req.Path, StdinData: req.Stdin}
 	var out bytes.Buffer
 	var err error
-	switch command {
+	switch req.Command {
 	case "ADD":
-		err = p.add(args, &out)
+		err = p.add(ctx, args, &out)
 	case "DEL":
-		err = p.CmdDel(args)
+		err = p.del(ctx, args)
 	case "CHECK":
-		err = p.CmdCheck(args)
+		err = p.check(ctx, args)
 	case "STATUS":
-		err = p.CmdStatus(args)
+		err = p.status(ctx, args)
 	case "GC":
-		err = p.CmdGC(args)
+		err = p.gc(ctx, args)
 	default:
-		err = types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_COMMAND %q: must be ADD, DEL, CHECK, STATUS or GC", command), "")
+		err = types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_COMMAND %q: must be ADD, DEL, CHECK, STATUS or GC", req.Command), "")
 	}
 	return out.Bytes(), err
 }
 
 // CmdDel is CNI DEL.
-func (p *Plugin) CmdDel(args *skel.CmdArgs) error {
-	return p.run(args, "DEL", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
+func (p *Plugin) CmdDel(args *skel.CmdArgs) error { return p.del(context.Background(), args) }
+
+func (p *Plugin) del(ctx context.Context, args *skel.CmdArgs) error {
+	return p.run(ctx, args, "DEL", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		return p.Del(ctx, c, args, log)
 	})
 }
 
 // CmdCheck is CNI CHECK.
-func (p *Plugin) CmdCheck(args *skel.CmdArgs) error {
-	return p.run(args, "CHECK", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
+func (p *Plugin) CmdCheck(args *skel.CmdArgs) error { return p.check(context.Background(), args) }
+
+func (p *Plugin) check(ctx context.Context, args *skel.CmdArgs) error {
+	return p.run(ctx, args, "CHECK", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		return p.Check(ctx, c, args, log)
 	})
 }
 
 // CmdStatus is CNI STATUS.
-func (p *Plugin) CmdStatus(args *skel.CmdArgs) error {
-	return p.run(args, "STATUS", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
+func (p *Plugin) CmdStatus(args *skel.CmdArgs) error { return p.status(context.Background(), args) }
+
+func (p *Plugin) status(ctx context.Context, args *skel.CmdArgs) error {
+	return p.run(ctx, args, "STATUS", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		return p.Status(ctx, c, args, log)
 	})
 }
 
 // CmdGC is CNI GC.
-func (p *Plugin) CmdGC(args *skel.CmdArgs) error {
-	return p.run(args, "GC", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
+func (p *Plugin) CmdGC(args *skel.CmdArgs) error { return p.gc(context.Background(), args) }
+
+func (p *Plugin) gc(ctx context.Context, args *skel.CmdArgs) error {
+	return p.run(ctx, args, "GC", func(ctx context.Context, c *conf.Conf, log *slog.Logger) error {
 		return p.GC(ctx, c, args, log)
 	})
 }
 
 // run parses the conf, opens the log, bounds the call and turns errors into CNI errors. This is the one place
 // where an error is both logged (to braid's log file, for the operator) and returned (to the runtime).
-func (p *Plugin) run(args *skel.CmdArgs, cmd string, f func(context.Context, *conf.Conf, *slog.Logger) error) error {
+func (p *Plugin) run(ctx context.Context, args *skel.CmdArgs, cmd string, f func(context.Context, *conf.Conf, *slog.Logger) error) error {
 	c, err := conf.Parse(args.StdinData)
 	if err != nil {
 		return toCNI(cmd, err)
@@ -223,7 +234,7 @@ func (p *Plugin) run(args *skel.CmdArgs, cmd string, f func(context.Context, *co
 	log, closeLog := p.logger(c)
 	defer closeLog()
 	log = log.With("cmd", cmd, "containerID", args.ContainerID, "ifName", args.IfName)
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	start := time.Now()
 	if err := f(ctx, c, log); err != nil {

@@ -160,6 +160,8 @@ type rig struct {
 	exec     *recordingExec
 	apiCalls atomic.Int64
 	stdin    []byte
+	// node is the pods' spec.nodeName (the node daemon caches the pods of its node).
+	node string
 }
 
 // fakeKubelet serves the kubelet's PodResources API, built from the kubelet's own types, on a unix socket.
@@ -345,7 +347,7 @@ type pod struct {
 func (r *rig) pod(name string, annotations map[string]string) *pod {
 	r.t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Annotations: annotations},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.invalid/pause:1"}}}}
+		Spec: corev1.PodSpec{NodeName: r.node, Containers: []corev1.Container{{Name: "c", Image: "registry.invalid/pause:1"}}}}
 	if err := suiteEnv.Client.Create(r.t.Context(), p); err != nil {
 		r.t.Fatalf("create pod: %v", err)
 	}

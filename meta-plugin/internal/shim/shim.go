@@ -91,17 +91,50 @@ func Serve(l net.Listener, h Handler) error {
 }
 
 func serveConn(conn net.Conn, h Handler) {
-	defer func() { _ = conn.Close() }()
+	after := &afterReply{}
 	var req Request
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
 		resp.Error = types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")
-	} else if out, err := h(context.Background(), req); err != nil {
+	} else if out, err := h(context.WithValue(context.Background(), afterReplyKey{}, after), req); err != nil {
 		resp.Error = asCNI(err)
 	} else if len(bytes.TrimSpace(out)) > 0 {
 		resp.Result = out
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
+	_ = conn.Close()
+	after.run()
+}
+
+type afterReplyKey struct{}
+
+type afterReply struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (a *afterReply) run() {
+	a.mu.Lock()
+	fns := a.fns
+	a.fns = nil
+	a.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+}
+
+// AfterReply arranges for f to run once the answer to the call whose context is ctx has been sent, so that
+// work the runtime does not wait for (such as the network-status write) does not compete with the answer.
+// It reports false, and does not keep f, when ctx is not a call's context.
+func AfterReply(ctx context.Context, f func()) bool {
+	a, ok := ctx.Value(afterReplyKey{}).(*afterReply)
+	if !ok {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fns = append(a.fns, f)
+	return true
 }
 
 // Call sends req to the daemon at socket and returns what the shim must print, or the call's CNI error.
