@@ -1,0 +1,185 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
+)
+
+func write(p interface {
+	GetNamespace() string
+	GetName() string
+	GetUID() k8stypes.UID
+}, containerID, value string) netstatus.Write {
+	return netstatus.Write{ContainerID: containerID, Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUID(), Value: value}
+}
+
+// A write accepted by one daemon is on disk (0600) and made by the next one, after a restart.
+func TestStatusQueueSurvivesARestart(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	p := createPod(t, ns, "web", "n1")
+	c, _ := api(t)
+	dir := filepath.Join(t.TempDir(), "queue")
+	q1, err := NewStatusQueue(dir, c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q1.Write(t.Context(), write(p, "sandbox1", `[{"name":"cbr0","default":true}]`)); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := os.ReadDir(dir)
+	if len(files) != 1 {
+		t.Fatalf("queue dir holds %d files, want 1", len(files))
+	}
+	if fi, _ := files[0].Info(); fi.Mode().Perm() != 0o600 {
+		t.Errorf("queued write has mode %v, want 0600", fi.Mode().Perm())
+	}
+	// q1 never ran: the daemon died. The next one finds the write and makes it.
+	q2, err := NewStatusQueue(dir, c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q2.Pending() != 1 {
+		t.Fatalf("restarted queue has %d writes, want 1", q2.Pending())
+	}
+	run(t, q2, 2)
+	eventually(t, "network-status written", func() bool {
+		v, _ := annotation(t, ns, "web")
+		return v == `[{"name":"cbr0","default":true}]`
+	})
+	eventually(t, "queue empty", func() bool { return q2.Pending() == 0 })
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Errorf("files left in the queue dir: %d", len(files))
+	}
+}
+
+// Per pod only the latest write counts; DEL's Forget drops its sandbox's write and not another sandbox's.
+func TestStatusQueueForgetsOnlyItsSandbox(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	a := createPod(t, ns, "a", "n1")
+	b := createPod(t, ns, "b", "n1")
+	c, _ := api(t)
+	q, err := NewStatusQueue(t.TempDir(), c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	must(t, q.Write(ctx, write(a, "old-sandbox", `"old"`)))
+	must(t, q.Write(ctx, write(a, "new-sandbox", `[{"name":"new","default":true}]`)))
+	if q.Pending() != 1 {
+		t.Fatalf("two writes to one pod: %d pending, want 1 (the latest)", q.Pending())
+	}
+	must(t, q.Forget(a.UID, "old-sandbox"))
+	if q.Pending() != 1 {
+		t.Fatal("forgetting the old sandbox dropped the new sandbox's write")
+	}
+	must(t, q.Write(ctx, write(b, "b-sandbox", `[{"name":"b","default":true}]`)))
+	must(t, q.Forget(b.UID, "b-sandbox"))
+	run(t, q, 1)
+	eventually(t, "a's latest status", func() bool {
+		v, _ := annotation(t, ns, "a")
+		return v == `[{"name":"new","default":true}]`
+	})
+	eventually(t, "queue empty", func() bool { return q.Pending() == 0 })
+	if v, _ := annotation(t, ns, "b"); v != "" {
+		t.Errorf("b got the status its DEL forgot: %s", v)
+	}
+}
+
+// A write for a pod that is gone, or whose name now belongs to a newer pod, is dropped: it never lands on
+// the newer pod.
+func TestStatusQueueNeverWritesAnotherIncarnation(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	old := createPod(t, ns, "sts-0", "n1")
+	gone := createPod(t, ns, "gone", "n1")
+	// Bound pods wait for their kubelet; there is none, so they go at once.
+	must(t, suiteEnv.Client.Delete(t.Context(), old, client.GracePeriodSeconds(0)))
+	must(t, suiteEnv.Client.Delete(t.Context(), gone, client.GracePeriodSeconds(0)))
+	eventually(t, "old pod gone", func() bool {
+		err := suiteEnv.Client.Get(t.Context(), client.ObjectKeyFromObject(old), old.DeepCopy())
+		return apierrors.IsNotFound(err)
+	})
+	newer := createPod(t, ns, "sts-0", "n1")
+	c, calls := api(t)
+	q, err := NewStatusQueue(t.TempDir(), c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, q.Write(t.Context(), write(old, "s1", `"for the old pod"`)))
+	must(t, q.Write(t.Context(), write(gone, "s2", `"for a deleted pod"`)))
+	run(t, q, 2)
+	eventually(t, "both writes settled", func() bool { return q.Pending() == 0 })
+	if v, p := annotation(t, ns, "sts-0"); v != "" || p.UID != newer.UID {
+		t.Errorf("the newer sts-0 (%s) got the old pod's status: %q", p.UID, v)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d requests, want 2 (one try each: neither is retried)", n)
+	}
+}
+
+// A failing API server is retried with backoff until the write lands.
+func TestStatusQueueRetries(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	p := createPod(t, ns, "web", "n1")
+	c, _ := api(t)
+	flaky := &flakyPatcher{Patcher: c, failures: 3}
+	q, err := NewStatusQueue(t.TempDir(), flaky, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, q.Write(t.Context(), write(p, "s", `[{"name":"x","default":true}]`)))
+	run(t, q, 1)
+	eventually(t, "status written after the failures", func() bool {
+		v, _ := annotation(t, ns, "web")
+		return v != ""
+	})
+	if n := flaky.calls.Load(); n != 4 {
+		t.Errorf("%d attempts, want 4 (3 failures, then success)", n)
+	}
+}
+
+type flakyPatcher struct {
+	Patcher
+	failures int64
+	calls    atomic.Int64
+}
+
+func (f *flakyPatcher) SetPodAnnotation(ctx context.Context, ns, name string, uid k8stypes.UID, key, value string) error {
+	if f.calls.Add(1) <= f.failures {
+		return apierrors.NewServiceUnavailable("etcd leader changed")
+	}
+	return f.Patcher.SetPodAnnotation(ctx, ns, name, uid, key, value)
+}
+
+// A queue directory with a broken file still starts; the file is dropped.
+func TestStatusQueueDropsUnreadableFiles(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "some-uid"), []byte("{not json"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, ".some-uid.123"), []byte("half"), 0o600))
+	c, _ := api(t)
+	q, err := NewStatusQueue(dir, c, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Pending() != 0 {
+		t.Errorf("%d writes from broken files", q.Pending())
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Errorf("broken files left: %d", len(files))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

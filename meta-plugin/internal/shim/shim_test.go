@@ -1,0 +1,128 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+func serve(t *testing.T, h Handler) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "run", "braid.sock")
+	l, err := Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Serve(l, h) }()
+	t.Cleanup(func() {
+		_ = l.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return socket
+}
+
+func TestCallCarriesTheRequestAndTheAnswer(t *testing.T) {
+	var got Request
+	socket := serve(t, func(_ context.Context, req Request) ([]byte, error) {
+		got = req
+		return []byte(`{"cniVersion":"1.0.0"}` + "\n"), nil
+	})
+	req := Request{Command: "ADD", ContainerID: "c1", Netns: "/run/netns/x", IfName: "eth0", Args: "K8S_POD_NAME=p",
+		Path: "/opt/cni/bin", Stdin: []byte(`{"type":"braid-shim"}`)}
+	out, err := Call(context.Background(), socket, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != `{"cniVersion":"1.0.0"}` {
+		t.Errorf("answer = %q", out)
+	}
+	if got.Command != req.Command || got.ContainerID != "c1" || got.Netns != req.Netns || got.IfName != "eth0" ||
+		got.Args != req.Args || got.Path != req.Path || string(got.Stdin) != string(req.Stdin) {
+		t.Errorf("daemon got %+v, want %+v", got, req)
+	}
+}
+
+func TestCallKeepsErrorCodes(t *testing.T) {
+	socket := serve(t, func(_ context.Context, req Request) ([]byte, error) {
+		if req.Command == "ADD" {
+			return nil, types.NewError(101, "add: net-x: NAD not found", "details")
+		}
+		return nil, errors.New("disk on fire")
+	})
+	_, err := Call(context.Background(), socket, Request{Command: "ADD"})
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != 101 || te.Msg != "add: net-x: NAD not found" || te.Details != "details" {
+		t.Errorf("ADD error = %#v, want code 101 with message and details", err)
+	}
+	_, err = Call(context.Background(), socket, Request{Command: "DEL"})
+	if !errors.As(err, &te) || te.Code != types.ErrInternal || te.Msg != "disk on fire" {
+		t.Errorf("DEL error = %#v, want code 999 with the message", err)
+	}
+}
+
+func TestCallWithoutDaemonIsTryAgainLater(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "braid.sock")
+	_, err := Call(context.Background(), socket, Request{Command: "ADD"})
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, socket) {
+		t.Errorf("error = %v, want code 11 naming %s", err, socket)
+	}
+}
+
+func TestSocketIsRootsOnly(t *testing.T) {
+	socket := serve(t, func(context.Context, Request) ([]byte, error) { return nil, nil })
+	for path, want := range map[string]os.FileMode{socket: 0o600, filepath.Dir(socket): 0o700} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s mode %v, want %v", path, fi.Mode().Perm(), want)
+		}
+	}
+	// A socket left by a crashed daemon does not stop the next one.
+	l, err := Listen(socket)
+	if err != nil {
+		t.Fatalf("listen over a stale socket: %v", err)
+	}
+	_ = l.Close()
+}
+
+// Work registered with AfterReply runs only once the caller has its answer.
+func TestAfterReplyRunsAfterTheAnswer(t *testing.T) {
+	answered := make(chan struct{})
+	ran := make(chan bool, 1)
+	socket := serve(t, func(ctx context.Context, _ Request) ([]byte, error) {
+		ok := AfterReply(ctx, func() {
+			select {
+			case <-answered:
+				ran <- true
+			case <-time.After(5 * time.Second):
+				ran <- false
+			}
+		})
+		if !ok {
+			t.Error("AfterReply refused a call's context")
+		}
+		return nil, nil
+	})
+	if _, err := Call(context.Background(), socket, Request{Command: "ADD"}); err != nil {
+		t.Fatal(err)
+	}
+	close(answered)
+	if !<-ran {
+		t.Error("the after-reply work ran before the caller had its answer")
+	}
+	if AfterReply(context.Background(), func() {}) {
+		t.Error("AfterReply accepted a context that is no call's")
+	}
+}
