@@ -240,12 +240,61 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	}
 }
 
+// TestDaemonModeRBAC: deploy/daemon adds exactly the reads the daemon's caches need (list and watch of pods and
+// NADs) to braid-node, and deploy/ does not grant them.
+func TestDaemonModeRBAC(t *testing.T) {
+	for _, mode := range []struct {
+		dir   string
+		lists bool
+	}{{"deploy", false}, {"deploy/daemon", true}} {
+		t.Run(mode.dir, func(t *testing.T) {
+			env := testenv.Start(t)
+			ctx := t.Context()
+			for _, o := range ofKind(build(t, mode.dir), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding") {
+				if err := env.Client.Create(ctx, o); err != nil {
+					t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
+				}
+			}
+			may := func(verb, group, resource string) bool {
+				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+					User:   "system:serviceaccount:braid-system:braid-node",
+					Groups: []string{"system:serviceaccounts", "system:serviceaccounts:braid-system", "system:authenticated"},
+					ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Group: group, Resource: resource},
+				}}
+				if err := env.Client.Create(ctx, sar); err != nil {
+					t.Fatal(err)
+				}
+				return sar.Status.Allowed
+			}
+			// Wait (bounded) until the authorizer sees the roles: braid-node's get on pods is in both modes.
+			_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				return may("get", "", "pods") && (!mode.lists || may("list", "k8s.cni.cncf.io", "network-attachment-definitions")), nil
+			})
+			for _, c := range []struct{ verb, group, resource string }{
+				{"list", "", "pods"}, {"watch", "k8s.cni.cncf.io", "network-attachment-definitions"},
+				{"list", "k8s.cni.cncf.io", "network-attachment-definitions"},
+			} {
+				if got := may(c.verb, c.group, c.resource); got != mode.lists {
+					t.Errorf("braid-node may %s %s.%s: %v, want %v", c.verb, c.resource, c.group, got, mode.lists)
+				}
+			}
+			for _, c := range []struct{ verb, group, resource string }{
+				{"list", "braid.dev", "floatingips"}, {"list", "", "secrets"}, {"patch", "", "pods"},
+			} {
+				if may(c.verb, c.group, c.resource) {
+					t.Errorf("braid-node may %s %s.%s", c.verb, c.resource, c.group)
+				}
+			}
+		})
+	}
+}
+
 // TestManifestsAcceptedByAPIServer creates (dry run) every object of deploy/, its local overlay and the examples
 // in a real API server with braid's CRDs, so schema and CEL validation see them as `kubectl apply` would.
 func TestManifestsAcceptedByAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
-	for _, dir := range []string{"deploy", "deploy/local/overlay", "deploy/examples"} {
+	for _, dir := range []string{"deploy", "deploy/daemon", "deploy/local/overlay", "deploy/examples"} {
 		for _, o := range build(t, dir) {
 			if o.GetKind() == "CustomResourceDefinition" {
 				continue // installed from crds/ by envtest already; TestDeployShipsCRDsOfCrds ties them

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,29 +86,16 @@ func TestPodWithTwoNetworks(t *testing.T) {
 	})
 	c.must(filepath.Join(root, "deploy/local/cluster-up.sh"))
 
-	// Install braid as the node's CNI, in front of the cluster network.
+	// braid's binaries go where containerd finds CNI plugins; the node's macvlan parent is a veth.
 	work := t.TempDir()
-	braidBin := filepath.Join(c.cniBin, "braid")
-	c.must("go", "build", "-o", braidBin, "./meta-plugin/cmd/braid")
-	t.Cleanup(func() { _ = os.Remove(braidBin) })
+	for _, b := range []string{"braid", "braid-shim"} {
+		bin := filepath.Join(c.cniBin, b)
+		c.must("env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./meta-plugin/cmd/"+b)
+		t.Cleanup(func() { _ = os.Remove(bin) })
+	}
 	c.must("ip", "link", "add", parent, "type", "veth", "peer", "name", parent+"p")
 	t.Cleanup(func() { _, _ = c.run(context.Background(), "ip", "link", "del", parent) })
 	c.must("ip", "link", "set", parent, "up")
-	braidConf := filepath.Join(c.confDir, "00-braid.conflist")
-	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"braid-e2e","plugins":[{"type":"braid","clusterNetwork":%q,
-		"kubeconfig":%q,"cniDir":%q,"logFile":%q,"logLevel":"debug"}]}`,
-		filepath.Join(c.confDir, "10-cluster.conflist"), c.kconf, filepath.Join(work, "cni"), filepath.Join(work, "braid.log"))
-	if err := os.WriteFile(braidConf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = os.Remove(braidConf)
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(work, "braid.log")); err == nil {
-				t.Logf("braid.log:\n%s", b)
-			}
-		}
-	})
 
 	if _, err := c.run(t.Context(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "get", "crd",
 		"network-attachment-definitions.k8s.cni.cncf.io"); err != nil {
@@ -135,21 +123,100 @@ spec:
 `, name, ns, parent, ipam, subnet)
 	}
 	c.kubectlApply(nad("net-a", "198.51.100.0/24") + "---\n" + nad("net-b", "192.0.2.0/24"))
+
+	// The same pod, once with braid run by containerd for each call (the plain plugin), once with containerd
+	// running braid-shim and braid's node daemon doing the work.
+	t.Run("plain", func(t *testing.T) {
+		c.t = t
+		c.install(t, work, `"type":"braid"`)
+		c.podWithTwoNetworks(t, p, ns, "web", work, ipam)
+	})
+	t.Run("daemon", func(t *testing.T) {
+		c.t = t
+		socket := filepath.Join(work, "run", "braid.sock")
+		c.startDaemon(t, work, socket)
+		c.install(t, work, fmt.Sprintf(`"type":"braid-shim","daemonSocket":%q`, socket))
+		c.podWithTwoNetworks(t, p, ns, "web-d", work, ipam)
+	})
+	c.t = t
+}
+
+// install writes braid's conf (of the given type keys) in front of the cluster network's.
+func (c *cluster) install(t *testing.T, work, typeKeys string) {
+	braidConf := filepath.Join(c.confDir, "00-braid.conflist")
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"braid-e2e","plugins":[{%s,"clusterNetwork":%q,
+		"kubeconfig":%q,"cniDir":%q,"logFile":%q,"logLevel":"debug"}]}`, typeKeys,
+		filepath.Join(c.confDir, "10-cluster.conflist"), c.kconf, filepath.Join(work, "cni"), filepath.Join(work, "braid.log"))
+	if err := os.WriteFile(braidConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(braidConf)
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(work, "braid.log")); err == nil {
+				t.Logf("braid.log:\n%s", b)
+			}
+		}
+	})
+}
+
+// startDaemon runs `braid daemon` on the node until the test ends.
+func (c *cluster) startDaemon(t *testing.T, work, socket string) {
+	node := strings.TrimPrefix(strings.TrimSpace(c.kubectl("get", "nodes", "-o", "name")), "node/")
+	bin := filepath.Join(work, "braid")
+	c.must("env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-o", bin, "./meta-plugin/cmd/braid")
+	var log strings.Builder
+	cmd := exec.Command(bin, "daemon", "-socket", socket, "-node", node, "-kubeconfig", c.kconf,
+		"-state-dir", filepath.Join(work, "status-queue"))
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("braid daemon: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("braid daemon did not stop within 30s of SIGTERM")
+		}
+		t.Logf("braid daemon's log:\n%s", log.String())
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(socket); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("braid daemon not serving after 60s:\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// podWithTwoNetworks creates a pod asking for net-a and net-b, checks its interfaces and network-status once
+// the kubelet reports it Ready, deletes it and checks that nothing is left.
+func (c *cluster) podWithTwoNetworks(t *testing.T, p localcluster.Paths, ns, name, work, ipam string) {
 	c.kubectlApply(fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
-  name: web
+  name: %s
   namespace: %s
   annotations: {k8s.v1.cni.cncf.io/networks: "net-a,net-b"}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
   - {name: pause, image: "registry.k8s.io/pause:3.10", imagePullPolicy: Never}
-`, ns))
-	c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/web", "--timeout=180s")
+`, name, ns))
+	c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
 
 	// The pod's network namespace has the three interfaces, and network-status says so.
-	netns, err := p.PodNetNS(t.Context(), ns, "web")
+	netns, err := p.PodNetNS(t.Context(), ns, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +230,23 @@ spec:
 	if !slices.Equal(ifs, []string{"eth0", "lo", "net1", "net2"}) {
 		t.Fatalf("pod interfaces = %v, want eth0 lo net1 net2", ifs)
 	}
-	sts, err := netstatus.Decode(c.kubectl("-n", ns, "get", "pod", "web", "-o", `jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}`))
+	// The daemon writes network-status just after the ADD: give it a moment.
+	var sts []netstatus.Status
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sts, err = netstatus.Decode(c.kubectl("-n", ns, "get", "pod", name, "-o", `jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}`))
+		if err == nil && len(sts) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil || len(sts) != 3 || !sts[0].Default || sts[1].Name != ns+"/net-a" || sts[2].Interface != "net2" {
 		t.Fatalf("network-status = %+v, %v", sts, err)
 	}
 
 	// Deleting the pod leaves no link, no cache file and no address behind.
-	c.kubectl("-n", ns, "delete", "pod", "web", "--wait=true", "--timeout=120s")
-	deadline := time.Now().Add(60 * time.Second)
+	c.kubectl("-n", ns, "delete", "pod", name, "--wait=true", "--timeout=120s")
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		left := leftovers(t, work, ipam)
 		if len(left) == 0 {
@@ -186,11 +262,13 @@ spec:
 	}
 }
 
-// leftovers lists braid's records, libcni's cached results and reserved addresses of the test's networks.
+// leftovers lists braid's records, libcni's cached results, the daemon's unwritten statuses and reserved
+// addresses of the test's networks.
 func leftovers(t *testing.T, work, ipam string) []string {
 	t.Helper()
 	var out []string
-	for _, dir := range []string{filepath.Join(work, "cni", "attachments"), filepath.Join(work, "cni", "results")} {
+	for _, dir := range []string{filepath.Join(work, "cni", "attachments"), filepath.Join(work, "cni", "results"),
+		filepath.Join(work, "status-queue")} {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			out = append(out, filepath.Join(dir, e.Name()))

@@ -27,6 +27,7 @@ func install(args []string) int {
 		extra      string
 		debug      bool
 		defaultAPI string
+		socket     string
 	)
 	if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"); h != "" && p != "" {
 		defaultAPI = "https://" + net.JoinHostPort(h, p)
@@ -41,6 +42,7 @@ func install(args []string) int {
 	fs.StringVar(&c.APIServer, "api-server", defaultAPI, "API server URL for braid's kubeconfig (empty: no kubeconfig)")
 	fs.StringVar(&c.CAFile, "ca-file", saDir+"/ca.crt", "CA of the API server")
 	fs.StringVar(&c.TokenFile, "token-file", saDir+"/token", "ServiceAccount token, re-copied to the host when it rotates")
+	fs.StringVar(&socket, "daemon-socket", "", "braid's node daemon listens here (braid daemon -socket): the conf becomes braid-shim's, which forwards every call to it")
 	fs.BoolVar(&c.CleanupOnExit, "cleanup-on-exit", false, "remove braid's conf when the installer stops")
 	fs.DurationVar(&c.Resync, "resync", 30*time.Second, "re-read token and confs this often even without file events")
 	fs.BoolVar(&debug, "debug", false, "log debug messages")
@@ -53,6 +55,12 @@ func install(args []string) int {
 	if err := json.Unmarshal([]byte(extra), &c.Extra); err != nil {
 		fmt.Fprintf(os.Stderr, "braid install: -braid-conf: %v\n", err)
 		return 2
+	}
+	if socket != "" {
+		if c.Extra == nil {
+			c.Extra = map[string]any{}
+		}
+		c.Extra["daemonSocket"] = socket
 	}
 	level := slog.LevelInfo
 	if debug {

@@ -78,14 +78,14 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 		d.Status.Run(statusCtx, d.cfg.StatusWorkers)
 		close(statusDone)
 	}()
-	l, err := shim.Listen(d.cfg.Socket)
+	l, err := shim.Listen(ctx, d.cfg.Socket)
 	if err != nil {
 		stopStatus()
 		<-statusDone
 		return err
 	}
 	served := make(chan error, 1)
-	go func() { served <- shim.Serve(l, h) }()
+	go func() { served <- shim.Serve(ctx, l, h) }()
 	d.cfg.Log.Info("serving CNI calls", "socket", d.cfg.Socket, "node", d.cfg.Node)
 
 	var serveErr error

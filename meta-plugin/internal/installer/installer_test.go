@@ -53,6 +53,18 @@ func TestBuildConf(t *testing.T) {
 		c.CNIDir != "/var/lib/cni/braid" || !c.NamespaceIsolation {
 		t.Errorf("braid reads %+v", c)
 	}
+	// With the node daemon, the conf is braid-shim's and names the daemon's socket; a relative one is refused.
+	b, err = BuildConf("/x", master, "", map[string]any{"daemonSocket": "/run/braid/braid.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, err = libcni.ConfListFromBytes(b); err != nil || list.Plugins[0].Network.Type != "braid-shim" ||
+		!strings.Contains(string(list.Plugins[0].Bytes), `"daemonSocket":"/run/braid/braid.sock"`) {
+		t.Errorf("daemon-mode conf: %v\n%s", err, b)
+	}
+	if _, err := BuildConf("/x", master, "", map[string]any{"daemonSocket": "run/braid.sock"}); err == nil || !strings.Contains(err.Error(), "daemonSocket") {
+		t.Errorf("a relative daemonSocket was accepted: %v", err)
+	}
 	if _, err := BuildConf("/x", master, "", map[string]any{"logLevel": "loud"}); err == nil || !strings.Contains(err.Error(), "logLevel") {
 		t.Errorf("a bad extra key was accepted: %v", err)
 	}

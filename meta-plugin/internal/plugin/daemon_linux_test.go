@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,13 +133,7 @@ func eventually(f func() bool) bool {
 	return true
 }
 
-func asCNIError(err error, target **types.Error) bool {
-	te, ok := err.(*types.Error)
-	if ok {
-		*target = te
-	}
-	return ok
-}
+func asCNIError(err error, target **types.Error) bool { return errors.As(err, target) }
 
 func hasEvent(t *testing.T, r *rig, p *pod, reason string) bool {
 	var evs corev1.EventList

@@ -47,7 +47,7 @@ type Handler func(ctx context.Context, req Request) ([]byte, error)
 
 // Listen opens the daemon's socket, readable and writable by root only, in a directory only root may enter.
 // A socket left by a previous daemon is replaced.
-func Listen(socket string) (net.Listener, error) {
+func Listen(ctx context.Context, socket string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
@@ -57,7 +57,7 @@ func Listen(socket string) (net.Listener, error) {
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("old socket: %w", err)
 	}
-	l, err := net.Listen("unix", socket)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "unix", socket)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", socket, err)
 	}
@@ -70,8 +70,10 @@ func Listen(socket string) (net.Listener, error) {
 
 // Serve answers calls on l until l is closed: one call per connection, its Request as JSON from the shim and
 // the Response as JSON back. (No HTTP: the shim stays small and starts fast.) It returns when l is closed,
-// after the calls in progress have answered.
-func Serve(l net.Listener, h Handler) error {
+// after the calls in progress have answered. Calls get ctx's values but not its end: a call that started
+// finishes, so that the runtime never sees half an ADD.
+func Serve(ctx context.Context, l net.Listener, h Handler) error {
+	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -85,18 +87,18 @@ func Serve(l net.Listener, h Handler) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveConn(conn, h)
+			serveConn(ctx, conn, h)
 		}()
 	}
 }
 
-func serveConn(conn net.Conn, h Handler) {
+func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	after := &afterReply{}
 	var req Request
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
 		resp.Error = types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")
-	} else if out, err := h(context.WithValue(context.Background(), afterReplyKey{}, after), req); err != nil {
+	} else if out, err := h(context.WithValue(ctx, afterReplyKey{}, after), req); err != nil {
 		resp.Error = asCNI(err)
 	} else if len(bytes.TrimSpace(out)) > 0 {
 		resp.Result = out

@@ -15,12 +15,12 @@ import (
 func serve(t *testing.T, h Handler) string {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "run", "braid.sock")
-	l, err := Listen(socket)
+	l, err := Listen(t.Context(), socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- Serve(l, h) }()
+	go func() { done <- Serve(context.Background(), l, h) }()
 	t.Cleanup(func() {
 		_ = l.Close()
 		if err := <-done; err != nil {
@@ -90,7 +90,7 @@ func TestSocketIsRootsOnly(t *testing.T) {
 		}
 	}
 	// A socket left by a crashed daemon does not stop the next one.
-	l, err := Listen(socket)
+	l, err := Listen(t.Context(), socket)
 	if err != nil {
 		t.Fatalf("listen over a stale socket: %v", err)
 	}
