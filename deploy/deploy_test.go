@@ -257,8 +257,8 @@ func TestDaemonModeRBAC(t *testing.T) {
 			}
 			may := func(verb, group, resource string) bool {
 				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-					User:   "system:serviceaccount:braid-system:braid-node",
-					Groups: []string{"system:serviceaccounts", "system:serviceaccounts:braid-system", "system:authenticated"},
+					User:               "system:serviceaccount:braid-system:braid-node",
+					Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:braid-system", "system:authenticated"},
 					ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Group: group, Resource: resource},
 				}}
 				if err := env.Client.Create(ctx, sar); err != nil {
