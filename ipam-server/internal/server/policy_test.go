@@ -213,14 +213,16 @@ func TestExhaustion(t *testing.T) {
 		}
 		return false, fmt.Sprintf("events: %v", evs)
 	})
-	p := &corev1.Pod{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "ninth"}, p); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := assignment.Parse(p.Annotations[assignment.Annotation])
-	if msg := a.Interfaces["net1"].Error; !strings.Contains(msg, "pool exhausted") {
-		t.Fatalf("annotation error = %q, want the exhaustion reason", msg)
-	}
+	// The Event and the pod's annotation are two writes; the annotation may land a moment after the Event.
+	eventually(t, 10*time.Second, "the 9th pod's annotation carries the reason", func() (bool, string) {
+		p := &corev1.Pod{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "ninth"}, p); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := assignment.Parse(p.Annotations[assignment.Annotation])
+		msg := a.Interfaces["net1"].Error
+		return strings.Contains(msg, "pool exhausted"), fmt.Sprintf("annotation error = %q, want the exhaustion reason", msg)
+	})
 	eventually(t, 10*time.Second, "pool says Exhausted", func() (bool, string) {
 		s := poolStatus(t, "tiny-v4")
 		for _, c := range s.Conditions {

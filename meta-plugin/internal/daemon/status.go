@@ -171,8 +171,10 @@ func (q *StatusQueue) next(ctx context.Context) bool {
 	switch {
 	case err == nil:
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsConflict(err):
-		// The pod is gone, or the name belongs to a newer pod: this status describes nothing that exists.
-		q.log.Info("network-status not written: the pod is gone", "pod", w.Namespace+"/"+w.Name, "uid", w.UID, "err", err)
+		// The pod is gone, or the name belongs to a newer pod (the UID in the patch does not match): this status
+		// describes nothing that exists. (Invalid is also what a status the API server refuses gets; retrying
+		// would not help it either.)
+		q.log.Info("network-status dropped: the pod is gone or refused it", "pod", w.Namespace+"/"+w.Name, "uid", w.UID, "err", err)
 	default:
 		q.log.Warn("network-status write failed; will retry", "pod", w.Namespace+"/"+w.Name, "err", err)
 		q.queue.AddRateLimited(k)
