@@ -90,7 +90,10 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	}
 	dir := t.TempDir()
 	h := &harness{binDir: filepath.Join(dir, "bin"), kubeconfig: filepath.Join(dir, "kubeconfig"), wbConf: filepath.Join(dir, "whereabouts.conf")}
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(h.binDir, "braid-ipam"), "../../cmd/braid-ipam").CombinedOutput(); err != nil {
+	// Built as `make build` builds it for the image: static and stripped (a dynamic binary starts ~1 ms slower).
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(h.binDir, "braid-ipam"), "../../cmd/braid-ipam")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build braid-ipam: %v\n%s", err, out)
 	}
 	wb := filepath.Join(root, ".cache", "cni-bin", "whereabouts")
