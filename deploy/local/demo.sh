@@ -175,6 +175,12 @@ patches:
     - {op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: $CNI_BIN}
     - {op: test, path: /spec/template/spec/volumes/1/name, value: cni-conf}
     - {op: replace, path: /spec/template/spec/volumes/1/hostPath/path, value: $CONF_DIR}
+    - {op: test, path: /spec/template/spec/containers/1/args/2, value: -kubeconfig=/etc/cni/net.d/braid.d/braid.kubeconfig}
+    - {op: replace, path: /spec/template/spec/containers/1/args/2, value: -kubeconfig=$CONF_DIR/braid.d/braid.kubeconfig}
+    - {op: test, path: /spec/template/spec/containers/1/args/3, value: -state-dir=/var/lib/cni/braid/status-queue}
+    - {op: replace, path: /spec/template/spec/containers/1/args/3, value: -state-dir=$STATE/braid/status-queue}
+    - {op: add, path: /spec/template/spec/containers/1/volumeMounts/-, value: {name: cluster-state, mountPath: /hostroot$STATE, mountPropagation: HostToContainer}}
+    - {op: add, path: /spec/template/spec/volumes/-, value: {name: cluster-state, hostPath: {path: $STATE, type: Directory}}}
 - target: {kind: DaemonSet, name: braid-sriov-dp}
   patch: |-
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: --root=$FAKE_PCI}
