@@ -240,13 +240,13 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	}
 }
 
-// TestDaemonModeRBAC: deploy/daemon adds exactly the reads the daemon's caches need (list and watch of pods and
-// NADs) to braid-node, and deploy/ does not grant them.
+// TestDaemonModeRBAC: deploy/ (braid with its node daemon) adds exactly the reads the daemon's caches need
+// (list and watch of pods and NADs) to braid-node, and deploy/base (the plain plugin) does not grant them.
 func TestDaemonModeRBAC(t *testing.T) {
 	for _, mode := range []struct {
 		dir   string
 		lists bool
-	}{{"deploy", false}, {"deploy/daemon", true}} {
+	}{{"deploy/base", false}, {"deploy", true}} {
 		t.Run(mode.dir, func(t *testing.T) {
 			env := testenv.Start(t)
 			ctx := t.Context()
@@ -294,7 +294,7 @@ func TestDaemonModeRBAC(t *testing.T) {
 func TestManifestsAcceptedByAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := t.Context()
-	for _, dir := range []string{"deploy", "deploy/daemon", "deploy/local/overlay", "deploy/examples"} {
+	for _, dir := range []string{"deploy", "deploy/base", "deploy/local/overlay", "deploy/examples"} {
 		for _, o := range build(t, dir) {
 			if o.GetKind() == "CustomResourceDefinition" {
 				continue // installed from crds/ by envtest already; TestDeployShipsCRDsOfCrds ties them
