@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/kube"
@@ -95,7 +94,6 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 		serveErr = <-served
 	case serveErr = <-served:
 	}
-	_ = os.Remove(d.cfg.Socket)
 	deadline := time.Now().Add(d.cfg.DrainTimeout)
 	for d.Status.Pending() > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

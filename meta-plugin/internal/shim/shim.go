@@ -61,11 +61,38 @@ func Listen(ctx context.Context, socket string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", socket, err)
 	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		_ = l.Close()
+		return nil, fmt.Errorf("listen on %s: not a unix listener", socket)
+	}
+	ul.SetUnlinkOnClose(false) // Close removes the socket only while it is still this one (see ownSocket)
 	if err := os.Chmod(socket, 0o600); err != nil {
 		_ = l.Close()
 		return nil, fmt.Errorf("socket mode: %w", err)
 	}
-	return l, nil
+	fi, err := os.Stat(socket)
+	if err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	return &ownSocket{UnixListener: ul, path: socket, file: fi}, nil
+}
+
+// ownSocket removes its socket file on Close unless another daemon has replaced it meanwhile (a new daemon
+// that started while this one was still draining must keep its socket).
+type ownSocket struct {
+	*net.UnixListener
+	path string
+	file os.FileInfo
+}
+
+func (o *ownSocket) Close() error {
+	err := o.UnixListener.Close()
+	if cur, statErr := os.Stat(o.path); statErr == nil && os.SameFile(cur, o.file) {
+		_ = os.Remove(o.path)
+	}
+	return err
 }
 
 // Serve answers calls on l until l is closed: one call per connection, its Request as JSON from the shim and

@@ -126,3 +126,28 @@ func TestAfterReplyRunsAfterTheAnswer(t *testing.T) {
 		t.Error("AfterReply accepted a context that is no call's")
 	}
 }
+
+// A stopping daemon removes its socket, but not the socket of a daemon that replaced it meanwhile.
+func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "braid.sock")
+	old, err := Listen(t.Context(), socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := Listen(t.Context(), socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = old.Close()
+	if _, err := os.Stat(socket); err != nil {
+		t.Fatalf("the old daemon's Close removed the new daemon's socket: %v", err)
+	}
+	go func() { _ = Serve(context.Background(), newer, func(context.Context, Request) ([]byte, error) { return nil, nil }) }()
+	if _, err := Call(t.Context(), socket, Request{Command: "DEL"}); err != nil {
+		t.Errorf("call to the new daemon: %v", err)
+	}
+	_ = newer.Close()
+	if _, err := os.Stat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after its daemon stopped: %v", err)
+	}
+}
