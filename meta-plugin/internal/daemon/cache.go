@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -45,6 +46,9 @@ func (c *Cache) WaitForSync(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(ctx.Done(), c.pods.HasSynced, c.nads.HasSynced) {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err() // stopped while starting
+		}
 		return fmt.Errorf("pod and NAD caches not filled within %s", timeout)
 	}
 	return nil

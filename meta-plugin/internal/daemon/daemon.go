@@ -93,6 +93,7 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 		_ = l.Close()
 		serveErr = <-served
 	case serveErr = <-served:
+		_ = l.Close()
 	}
 	deadline := time.Now().Add(d.cfg.DrainTimeout)
 	for d.Status.Pending() > 0 && time.Now().Before(deadline) {

@@ -142,7 +142,9 @@ func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
 	if _, err := os.Stat(socket); err != nil {
 		t.Fatalf("the old daemon's Close removed the new daemon's socket: %v", err)
 	}
-	go func() { _ = Serve(context.Background(), newer, func(context.Context, Request) ([]byte, error) { return nil, nil }) }()
+	go func() {
+		_ = Serve(context.Background(), newer, func(context.Context, Request) ([]byte, error) { return nil, nil })
+	}()
 	if _, err := Call(t.Context(), socket, Request{Command: "DEL"}); err != nil {
 		t.Errorf("call to the new daemon: %v", err)
 	}
