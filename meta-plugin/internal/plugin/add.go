@@ -129,8 +129,11 @@ func getPod(ctx context.Context, kube Kube, k8s conf.K8sArgs, timeout time.Durat
 	var last error
 	attempt := 0
 	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
-		// The first read may come from the API server's cache; after a miss, ask etcd.
+		// The first read may come from the API server's cache; after a miss, ask etcd at once and from then on.
 		p, err := kube.GetPod(ctx, k8s.PodNamespace, k8s.PodName, attempt > 0)
+		if attempt == 0 && (apierrors.IsNotFound(err) || err == nil && k8s.PodUID != "" && string(p.UID) != k8s.PodUID) {
+			p, err = kube.GetPod(ctx, k8s.PodNamespace, k8s.PodName, true)
+		}
 		attempt++
 		switch {
 		case err == nil && (k8s.PodUID == "" || string(p.UID) == k8s.PodUID):

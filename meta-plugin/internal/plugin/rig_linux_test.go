@@ -351,6 +351,7 @@ func (r *rig) pod(name string, annotations map[string]string) *pod {
 	if err := suiteEnv.Client.Create(r.t.Context(), p); err != nil {
 		r.t.Fatalf("create pod: %v", err)
 	}
+	r.waitWatchCache(p)
 	netns, err := testutils.NewNS()
 	if err != nil {
 		r.t.Fatal(err)
@@ -362,6 +363,28 @@ func (r *rig) pod(name string, annotations map[string]string) *pod {
 		}
 	})
 	return &pod{name: name, uid: string(p.UID), containerID: "c" + randHex(16), netns: netns}
+}
+
+// waitWatchCache waits until the API server's watch cache has the pod. A kubelet asks the runtime for a
+// sandbox only after its own watch (served from that cache) delivered the pod, so braid's first, cached read
+// finds it; a test that creates the pod just before ADD must wait for the same, or its API-call counts vary.
+func (r *rig) waitWatchCache(p *corev1.Pod) {
+	r.t.Helper()
+	c, err := kube.New(suiteEnv.Config)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := c.GetPod(r.t.Context(), p.Namespace, p.Name, false)
+		if err == nil && got.UID == p.UID {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("pod %s/%s not in the API server's watch cache after 10s: %v", p.Namespace, p.Name, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (r *rig) args(p *pod) *skel.CmdArgs {
