@@ -1,7 +1,6 @@
 package security_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -222,14 +221,7 @@ func binaries(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir = filepath.Join(tmp, "bin")
-		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
-			"./meta-plugin/cmd/braid", "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-server")
-		cmd.Dir = root
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out.String())
-		}
+		buildErr = testenv.Build(context.Background(), binDir, "./meta-plugin/cmd/braid", "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-server")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

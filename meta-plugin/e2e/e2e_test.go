@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-cni/braid/crds/testenv"
 	"github.com/braid-cni/braid/deploy/local/localcluster"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
@@ -88,11 +89,13 @@ func TestPodWithTwoNetworks(t *testing.T) {
 
 	// braid's binaries go where containerd finds CNI plugins; the node's macvlan parent is a veth.
 	work := t.TempDir()
-	for _, b := range []string{"braid", "braid-shim"} {
-		bin := filepath.Join(c.cniBin, b)
-		c.must("env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./meta-plugin/cmd/"+b)
-		t.Cleanup(func() { _ = os.Remove(bin) })
+	if err := testenv.Build(t.Context(), c.cniBin, "./meta-plugin/cmd/braid", "./meta-plugin/cmd/braid-shim"); err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = os.Remove(filepath.Join(c.cniBin, "braid"))
+		_ = os.Remove(filepath.Join(c.cniBin, "braid-shim"))
+	})
 	c.must("ip", "link", "add", parent, "type", "veth", "peer", "name", parent+"p")
 	t.Cleanup(func() { _, _ = c.run(context.Background(), "ip", "link", "del", parent) })
 	c.must("ip", "link", "set", parent, "up")
@@ -164,7 +167,9 @@ func (c *cluster) install(t *testing.T, work, typeKeys string) {
 func (c *cluster) startDaemon(t *testing.T, work, socket string) {
 	node := strings.TrimPrefix(strings.TrimSpace(c.kubectl("get", "nodes", "-o", "name")), "node/")
 	bin := filepath.Join(work, "braid")
-	c.must("env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-o", bin, "./meta-plugin/cmd/braid")
+	if err := testenv.Build(t.Context(), work, "./meta-plugin/cmd/braid"); err != nil {
+		t.Fatal(err)
+	}
 	var log strings.Builder
 	cmd := exec.Command(bin, "daemon", "-socket", socket, "-node", node, "-kubeconfig", c.kconf,
 		"-state-dir", filepath.Join(work, "status-queue"))

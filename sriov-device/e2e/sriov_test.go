@@ -32,6 +32,7 @@ import (
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/crds/testenv"
 	"github.com/braid-cni/braid/deploy/local/demo"
 	"github.com/braid-cni/braid/deploy/local/localcluster"
 	"github.com/braid-cni/braid/sriov-device/internal/pcitree"
@@ -318,13 +319,10 @@ func clusterUp(ctx context.Context, t *testing.T, e env) {
 // buildPlugin compiles braid-sriov-dp from this checkout.
 func buildPlugin(ctx context.Context, t *testing.T, e env) string {
 	t.Helper()
-	bin := filepath.Join(e.work, "braid-sriov-dp")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./sriov-device/cmd/braid-sriov-dp")
-	cmd.Dir = e.repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build braid-sriov-dp: %v\n%s", err, out)
+	if err := testenv.Build(ctx, e.work, "./sriov-device/cmd/braid-sriov-dp"); err != nil {
+		t.Fatal(err)
 	}
-	return bin
+	return filepath.Join(e.work, "braid-sriov-dp")
 }
 
 // iavfVFs returns the X710 VFs of the tree that are bound to iavf, read from the tree as discovery reads it.

@@ -90,11 +90,8 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	}
 	dir := t.TempDir()
 	h := &harness{binDir: filepath.Join(dir, "bin"), kubeconfig: filepath.Join(dir, "kubeconfig"), wbConf: filepath.Join(dir, "whereabouts.conf")}
-	// Built as `make build` builds it for the image: static and stripped (a dynamic binary starts ~1 ms slower).
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(h.binDir, "braid-ipam"), "../../cmd/braid-ipam")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build braid-ipam: %v\n%s", err, out)
+	if err := testenv.Build(t.Context(), h.binDir, "./ipam-server/cmd/braid-ipam"); err != nil {
+		t.Fatal(err)
 	}
 	wb := filepath.Join(root, ".cache", "cni-bin", "whereabouts")
 	if err := os.Symlink(wb, filepath.Join(h.binDir, "whereabouts")); err != nil {

@@ -83,8 +83,8 @@ func run(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(tmp)
 	binDir = filepath.Join(tmp, "bin")
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "braid-ipam"), "../../cmd/braid-ipam").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build braid-ipam: %w\n%s", err, out)
+	if err := testenv.Build(context.Background(), binDir, "./ipam-server/cmd/braid-ipam"); err != nil {
+		return 0, err
 	}
 	root, err := testenv.RepoRoot()
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/crds/testenv"
 )
 
 // replica is a braid-ipam-server process.
@@ -95,8 +97,8 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "braid-ipam-server")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/braid-ipam-server").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := testenv.Build(t.Context(), dir, "./ipam-server/cmd/braid-ipam-server"); err != nil {
+		t.Fatal(err)
 	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := env.WriteKubeconfig(kubeconfig, "braid-ipam-server", "system:masters"); err != nil {

@@ -45,18 +45,8 @@ func buildShim(t *testing.T) string {
 			return
 		}
 		dir := filepath.Join(root, ".cache", "test-bin")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			shimErr = err
-			return
-		}
 		shimBin = filepath.Join(dir, "braid-shim")
-		// Built as `make build` builds it for the image: static and stripped.
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", shimBin, "./meta-plugin/cmd/braid-shim")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			shimErr = fmt.Errorf("build braid-shim: %w: %s", err, out)
-		}
+		shimErr = testenv.Build(t.Context(), dir, "./meta-plugin/cmd/braid-shim")
 	})
 	if shimErr != nil {
 		t.Fatal(shimErr)
