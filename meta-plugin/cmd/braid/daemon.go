@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,11 +36,7 @@ func runDaemon(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "braid-daemon")
+	log := stderrLogger(debug).With("component", "braid-daemon")
 	cfg.Log = log
 	if err := daemonMain(cfg, kubeconfig, root); err != nil {
 		log.Error("braid daemon", "err", err)

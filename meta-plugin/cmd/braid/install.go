@@ -18,6 +18,16 @@ import (
 
 const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+// stderrLogger is the log of `braid install` and `braid daemon`: text on stderr (the container's log), info
+// and above, or debug too.
+func stderrLogger(debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
 // install is `braid install`, the node DaemonSet's entry point.
 func install(args []string) int {
 	fs := flag.NewFlagSet("braid install", flag.ContinueOnError)
@@ -62,11 +72,7 @@ func install(args []string) int {
 		}
 		c.Extra["daemonSocket"] = socket
 	}
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	c.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	c.Log = stderrLogger(debug)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := installer.Run(ctx, c); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/braid-cni/braid/crds/selection"
 )
@@ -87,7 +86,7 @@ func TestDaemonKeepsErrorCodes(t *testing.T) {
 	if ls := links(t, p.netns); len(ls) != 0 {
 		t.Errorf("interfaces left after the failed ADD: %v", keys(ls))
 	}
-	if !eventually(func() bool { return hasEvent(t, r.rig, p, EventReason) }) {
+	if !eventually(func() bool { return len(r.addFailedEvents(p)) > 0 }) {
 		t.Errorf("no %s Event on the pod", EventReason)
 	}
 }
@@ -134,16 +133,3 @@ func eventually(f func() bool) bool {
 }
 
 func asCNIError(err error, target **types.Error) bool { return errors.As(err, target) }
-
-func hasEvent(t *testing.T, r *rig, p *pod, reason string) bool {
-	var evs corev1.EventList
-	if err := suiteEnv.Client.List(t.Context(), &evs); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range evs.Items {
-		if e.InvolvedObject.Name == p.name && e.Namespace == r.ns && e.Reason == reason {
-			return true
-		}
-	}
-	return false
-}
