@@ -31,6 +31,9 @@ func main() {
 		"braid-shim: forwards CNI calls to braid's node daemon")
 }
 
+// heldUntilExit keeps the call's connection reachable (not closed by the garbage collector) until the exit.
+var heldUntilExit func()
+
 func forward(command string) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
 		var c struct {
@@ -44,13 +47,16 @@ func forward(command string) func(*skel.CmdArgs) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		out, err := shim.Call(ctx, c.DaemonSocket, shim.Request{
+		out, hangUp, err := shim.Call(ctx, c.DaemonSocket, shim.Request{
 			Command: command, ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
 			Args: args.Args, Path: args.Path, Stdin: args.StdinData,
 		})
 		if err != nil {
 			return err
 		}
+		// Not called: the exit closes the connection, and the daemon's background work for this call (the
+		// network-status write) starts only then, when the runtime has the answer.
+		heldUntilExit = hangUp
 		if len(out) > 0 {
 			if _, err := writeStdout(out); err != nil {
 				return types.NewError(types.ErrIOFailure, "braid-shim: print result: "+err.Error(), "")

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -131,8 +132,21 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 		resp.Result = out
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
+	if after.pending() {
+		awaitHangUp(conn)
+	}
 	_ = conn.Close()
 	after.run()
+}
+
+// hangUpWait bounds how long after-reply work waits for the caller to hang up.
+const hangUpWait = 2 * time.Second
+
+// awaitHangUp returns once the caller closed its end of conn (braid-shim: when it exits, its answer printed),
+// or after hangUpWait.
+func awaitHangUp(conn net.Conn) {
+	_ = conn.SetReadDeadline(time.Now().Add(hangUpWait))
+	_, _ = io.Copy(io.Discard, conn)
 }
 
 type afterReplyKey struct{}
@@ -140,6 +154,12 @@ type afterReplyKey struct{}
 type afterReply struct {
 	mu  sync.Mutex
 	fns []func()
+}
+
+func (a *afterReply) pending() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.fns) > 0
 }
 
 func (a *afterReply) run() {
@@ -152,8 +172,9 @@ func (a *afterReply) run() {
 	}
 }
 
-// AfterReply arranges for f to run once the answer to the call whose context is ctx has been sent, so that
-// work the runtime does not wait for (such as the network-status write) does not compete with the answer.
+// AfterReply arranges for f to run once the caller of the call whose context is ctx has its answer and hung
+// up (see Call), so that work the runtime does not wait for (such as the network-status write) does not
+// compete with the answer on its way to the runtime.
 // It reports false, and does not keep f, when ctx is not a call's context.
 func AfterReply(ctx context.Context, f func()) bool {
 	a, ok := ctx.Value(afterReplyKey{}).(*afterReply)
@@ -168,29 +189,35 @@ func AfterReply(ctx context.Context, f func()) bool {
 
 // Call sends req to the daemon at socket and returns what the shim must print, or the call's CNI error.
 // A daemon that cannot be reached is CNI code 11, try again later: the runtime retries the call.
-func Call(ctx context.Context, socket string, req Request) ([]byte, error) {
+// On success the call stays open until hangUp: the daemon starts the call's after-reply work when the caller
+// hangs up, that is once the runtime has the answer. braid-shim leaves that to its exit, which closes the
+// connection after the answer is printed (and waited for by the runtime).
+func Call(ctx context.Context, socket string, req Request) (result []byte, hangUp func(), err error) {
 	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, types.NewError(types.ErrTryAgainLater,
+		return nil, nil, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("braid daemon not reachable at %s (is braid's DaemonSet pod running on this node?): %v", socket, err), "")
 	}
-	defer func() { _ = conn.Close() }()
+	hangUp = func() { _ = conn.Close() }
 	if d, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(d)
 	}
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, types.NewError(types.ErrTryAgainLater, "braid daemon: sending the call: "+err.Error(), "")
+		hangUp()
+		return nil, nil, types.NewError(types.ErrTryAgainLater, "braid daemon: sending the call: "+err.Error(), "")
 	}
 	var resp Response
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		hangUp()
 		// The daemon went away in the middle of the call (a restart): what it did is unknown, and the
 		// runtime's retry (or DEL) sorts it out, as after a crashed plugin.
-		return nil, types.NewError(types.ErrTryAgainLater, "braid daemon: no answer: "+err.Error(), "")
+		return nil, nil, types.NewError(types.ErrTryAgainLater, "braid daemon: no answer: "+err.Error(), "")
 	}
 	if resp.Error != nil {
-		return nil, resp.Error
+		hangUp()
+		return nil, nil, resp.Error
 	}
-	return resp.Result, nil
+	return resp.Result, hangUp, nil
 }
 
 // asCNI gives an error a CNI code; one without is internal (999).

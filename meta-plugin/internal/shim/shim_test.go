@@ -38,10 +38,11 @@ func TestCallCarriesTheRequestAndTheAnswer(t *testing.T) {
 	})
 	req := Request{Command: "ADD", ContainerID: "c1", Netns: "/run/netns/x", IfName: "eth0", Args: "K8S_POD_NAME=p",
 		Path: "/opt/cni/bin", Stdin: []byte(`{"type":"braid-shim"}`)}
-	out, err := Call(context.Background(), socket, req)
+	out, hangUp, err := Call(context.Background(), socket, req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	hangUp()
 	if string(out) != `{"cniVersion":"1.0.0"}` {
 		t.Errorf("answer = %q", out)
 	}
@@ -58,12 +59,12 @@ func TestCallKeepsErrorCodes(t *testing.T) {
 		}
 		return nil, errors.New("disk on fire")
 	})
-	_, err := Call(context.Background(), socket, Request{Command: "ADD"})
+	_, _, err := Call(context.Background(), socket, Request{Command: "ADD"})
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != 101 || te.Msg != "add: net-x: NAD not found" || te.Details != "details" {
 		t.Errorf("ADD error = %#v, want code 101 with message and details", err)
 	}
-	_, err = Call(context.Background(), socket, Request{Command: "DEL"})
+	_, _, err = Call(context.Background(), socket, Request{Command: "DEL"})
 	if !errors.As(err, &te) || te.Code != types.ErrInternal || te.Msg != "disk on fire" {
 		t.Errorf("DEL error = %#v, want code 999 with the message", err)
 	}
@@ -71,7 +72,7 @@ func TestCallKeepsErrorCodes(t *testing.T) {
 
 func TestCallWithoutDaemonIsTryAgainLater(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "braid.sock")
-	_, err := Call(context.Background(), socket, Request{Command: "ADD"})
+	_, _, err := Call(context.Background(), socket, Request{Command: "ADD"})
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, socket) {
 		t.Errorf("error = %v, want code 11 naming %s", err, socket)
@@ -97,30 +98,49 @@ func TestSocketIsRootsOnly(t *testing.T) {
 	_ = l.Close()
 }
 
-// Work registered with AfterReply runs only once the caller has its answer.
-func TestAfterReplyRunsAfterTheAnswer(t *testing.T) {
-	answered := make(chan struct{})
-	ran := make(chan bool, 1)
+// Work registered with AfterReply runs only once the caller has its answer and hung up; a caller that does
+// not hang up delays it by hangUpWait at most.
+func TestAfterReplyRunsWhenTheCallerHangsUp(t *testing.T) {
+	ran := make(chan time.Time, 1)
 	socket := serve(t, func(ctx context.Context, _ Request) ([]byte, error) {
-		ok := AfterReply(ctx, func() {
-			select {
-			case <-answered:
-				ran <- true
-			case <-time.After(5 * time.Second):
-				ran <- false
-			}
-		})
-		if !ok {
+		if !AfterReply(ctx, func() { ran <- time.Now() }) {
 			t.Error("AfterReply refused a call's context")
 		}
 		return nil, nil
 	})
-	if _, err := Call(context.Background(), socket, Request{Command: "ADD"}); err != nil {
+	_, hangUp, err := Call(context.Background(), socket, Request{Command: "ADD"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	close(answered)
-	if !<-ran {
-		t.Error("the after-reply work ran before the caller had its answer")
+	select {
+	case <-ran:
+		t.Fatal("the after-reply work ran while the caller still held the call")
+	case <-time.After(300 * time.Millisecond):
+	}
+	hungUp := time.Now()
+	hangUp()
+	select {
+	case at := <-ran:
+		if at.Before(hungUp) {
+			t.Error("the after-reply work ran before the caller hung up")
+		}
+	case <-time.After(hangUpWait / 2):
+		t.Fatal("the after-reply work did not run when the caller hung up")
+	}
+
+	// A caller that never hangs up.
+	start := time.Now()
+	_, _, err = Call(context.Background(), socket, Request{Command: "ADD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-ran:
+		if d := at.Sub(start); d < hangUpWait-100*time.Millisecond {
+			t.Errorf("the after-reply work ran after %v, while the caller held the call", d)
+		}
+	case <-time.After(2 * hangUpWait):
+		t.Fatal("the after-reply work did not run after hangUpWait")
 	}
 	if AfterReply(context.Background(), func() {}) {
 		t.Error("AfterReply accepted a context that is no call's")
@@ -145,8 +165,10 @@ func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
 	go func() {
 		_ = Serve(context.Background(), newer, func(context.Context, Request) ([]byte, error) { return nil, nil })
 	}()
-	if _, err := Call(t.Context(), socket, Request{Command: "DEL"}); err != nil {
+	if _, hangUp, err := Call(t.Context(), socket, Request{Command: "DEL"}); err != nil {
 		t.Errorf("call to the new daemon: %v", err)
+	} else {
+		hangUp()
 	}
 	_ = newer.Close()
 	if _, err := os.Stat(socket); !errors.Is(err, os.ErrNotExist) {
