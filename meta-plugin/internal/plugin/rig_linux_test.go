@@ -125,6 +125,7 @@ type execCall struct {
 func (r *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	start := time.Now()
 	out, err := r.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
+	took := time.Since(start) // the delegate's time only, not the recording below
 	var cmd string
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
@@ -135,7 +136,7 @@ func (r *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdin
 	_ = json.Unmarshal(stdinData, &in)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.busy += time.Since(start)
+	r.busy += took
 	r.calls = append(r.calls, execCall{plugin: filepath.Base(pluginPath), command: cmd, stdin: in})
 	return out, err
 }
