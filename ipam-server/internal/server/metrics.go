@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "braid_ipam_allocation_duration_seconds",
-			Help:    "From a pod's creation to its addresses being recorded on it.",
+			Help:    "From the server first seeing a pod bound to a node to its addresses being recorded on it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		PoolUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -62,6 +62,15 @@ type podReconciler struct {
 	defaults podnet.Defaults
 
 	written sync.Map // pod namespace/name -> written, to skip patches identical to one just made
+	// seen is, by pod namespace/name, when this process first saw the pod bound to a node and not yet served,
+	// for the latency metric (creationTimestamp has whole seconds only).
+	seen sync.Map
+}
+
+// firstSeen is when a pod (of this UID) was first seen bound and waiting for addresses.
+type firstSeen struct {
+	uid types.UID
+	at  time.Time
 }
 
 // written is the annotation value this process last wrote on a pod.
@@ -79,12 +88,16 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		// A deleted pod's addresses are released by the FloatingIP controller, by policy.
 		if apierrors.IsNotFound(err) {
 			r.written.Delete(req.String())
+			r.seen.Delete(req.String())
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil ||
 		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return ctrl.Result{}, nil
+	}
+	if v, ok := r.seen.Load(req.String()); !ok || v.(firstSeen).uid != pod.UID {
+		r.seen.Store(req.String(), firstSeen{uid: pod.UID, at: time.Now()})
 	}
 	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace, r.defaults.For(pod.Namespace))
 	if err != nil {
@@ -133,6 +146,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		result.Interfaces[sel.Interface] = iface
 	}
 	if len(result.Interfaces) == 0 {
+		r.seen.Delete(req.String()) // nothing to record: not a braid-ipam pod, or not yet
 		if retry {
 			return ctrl.Result{RequeueAfter: retryFailed}, nil
 		}
@@ -462,11 +476,10 @@ func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface
 // publish writes the assignment annotation on the pod when it changed.
 func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignment.Assignments) error {
 	value := a.Encode()
-	if pod.Annotations[assignment.Annotation] == value {
-		return nil
-	}
 	key := pod.Namespace + "/" + pod.Name
-	if last, ok := r.written.Load(key); ok && last.(written) == (written{pod.UID, value}) {
+	if last, ok := r.written.Load(key); pod.Annotations[assignment.Annotation] == value ||
+		ok && last.(written) == (written{pod.UID, value}) {
+		r.seen.Delete(key) // recorded already (by this process, or another before it)
 		return nil
 	}
 	patch := client.MergeFrom(pod.DeepCopy())
@@ -482,8 +495,9 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 	for _, iface := range a.Interfaces {
 		complete = complete && iface.Error == ""
 	}
-	if complete {
-		r.metrics.Latency.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
+	if first, ok := r.seen.Load(key); ok && complete && first.(firstSeen).uid == pod.UID {
+		r.seen.Delete(key)
+		r.metrics.Latency.Observe(time.Since(first.(firstSeen).at).Seconds())
 	}
 	return nil
 }
