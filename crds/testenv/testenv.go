@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -32,8 +34,12 @@ type Env struct {
 	// Scheme is the private scheme Client uses.
 	Scheme *runtime.Scheme
 
-	env *envtest.Environment
+	env      *envtest.Environment
+	adminDir string // holds the static token file of TokenConfig's user
 }
+
+// adminToken is the bearer token of a cluster admin the API server accepts from its static token file.
+const adminToken = "braid-testenv-admin-token"
 
 // New starts the API server and installs every CRD under crds/. Call Stop when done.
 func New() (*Env, error) {
@@ -59,27 +65,61 @@ func New() (*Env, error) {
 		return nil, fmt.Errorf("testenv: braid scheme: %w", err)
 	}
 
+	// A static bearer token, besides envtest's client certificates, so that clients can authenticate the way
+	// braid's components do in a cluster (ServiceAccount tokens; see TokenConfig).
+	adminDir, err := os.MkdirTemp("", "braid-testenv-")
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	tokens := filepath.Join(adminDir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(adminToken+`,braid-testenv-admin,braid-testenv-admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return nil, errors.Join(fmt.Errorf("testenv: %w", err), os.RemoveAll(adminDir))
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "crds")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
+	env.ControlPlane.GetAPIServer().Configure().Append("token-auth-file", tokens)
 	cfg, err := env.Start()
 	if err != nil {
 		// Start can fail after launching etcd and the API server (a CRD the API server refuses): stop them.
-		return nil, errors.Join(fmt.Errorf("testenv: start kube-apiserver and etcd: %w", err), env.Stop())
+		return nil, errors.Join(fmt.Errorf("testenv: start kube-apiserver and etcd: %w", err), env.Stop(), os.RemoveAll(adminDir))
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("testenv: client: %w", err), env.Stop())
+		return nil, errors.Join(fmt.Errorf("testenv: client: %w", err), env.Stop(), os.RemoveAll(adminDir))
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env, adminDir: adminDir}, nil
 }
 
 // Stop stops the API server and etcd.
 func (e *Env) Stop() error {
-	return e.env.Stop()
+	return errors.Join(e.env.Stop(), os.RemoveAll(e.adminDir))
+}
+
+// TokenConfig reaches the API server as a cluster admin that authenticates with a bearer token, as braid's
+// components do in a cluster with their ServiceAccount tokens. The API server caches a token's
+// authentication; a client certificate (Config) costs it a signature check on every request, which matters to
+// benchmarks.
+func (e *Env) TokenConfig() *rest.Config {
+	cfg := rest.AnonymousClientConfig(e.Config)
+	cfg.BearerToken = adminToken
+	return cfg
+}
+
+// WriteTokenKubeconfig writes a kubeconfig for TokenConfig's user to path.
+func (e *Env) WriteTokenKubeconfig(path string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["testenv"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthorityData: e.Config.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: adminToken}
+	kc.Contexts["testenv"] = &clientcmdapi.Context{Cluster: "testenv", AuthInfo: "admin"}
+	kc.CurrentContext = "testenv"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("testenv: token kubeconfig: %w", err)
+	}
+	return os.Chmod(path, 0o600)
 }
 
 // Start starts an Env for one test and stops it when the test ends.

@@ -61,7 +61,7 @@ func TestBenchIPAM(t *testing.T) {
 	env := testenv.Start(t)
 	h := setup(t, env)
 
-	mgr, err := server.New(env.Config, server.Options{MetricsAddr: "0", ProbeAddr: "0", Registry: prometheus.NewRegistry(), Workers: 16})
+	mgr, err := server.New(env.TokenConfig(), server.Options{MetricsAddr: "0", ProbeAddr: "0", Registry: prometheus.NewRegistry(), Workers: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,9 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	if _, err := envtest.InstallCRDs(env.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.WriteKubeconfig(h.kubeconfig, "bench-node", "system:masters"); err != nil {
+	// Every client authenticates with a bearer token, as braid-ipam-server and braid-ipam (and whereabouts)
+	// do in a cluster with ServiceAccount tokens.
+	if err := env.WriteTokenKubeconfig(h.kubeconfig); err != nil {
 		t.Fatal(err)
 	}
 	wbConf := fmt.Sprintf(`{"datastore":"kubernetes","kubernetes":{"kubeconfig":%q},"log_level":"error"}`, h.kubeconfig)
@@ -123,10 +125,10 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+	if h.k8s, err = client.New(env.TokenConfig(), client.Options{Scheme: scheme}); err != nil {
 		t.Fatal(err)
 	}
-	if h.clientset, err = kubernetes.NewForConfig(env.Config); err != nil {
+	if h.clientset, err = kubernetes.NewForConfig(env.TokenConfig()); err != nil {
 		t.Fatal(err)
 	}
 	return h
