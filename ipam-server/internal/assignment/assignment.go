@@ -10,8 +10,6 @@ import (
 	"maps"
 	"net"
 	"slices"
-
-	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
 // Annotation is the pod annotation braid-ipam-server writes.
@@ -34,12 +32,21 @@ type Route struct {
 
 // Interface is what one interface of the pod gets, or why it gets nothing yet.
 type Interface struct {
-	Network   string       `json:"network"` // NAD namespace/name
-	Addresses []Address    `json:"addresses,omitempty"`
-	Routes    []Route      `json:"routes,omitempty"`
-	DNS       *braidv1.DNS `json:"dns,omitempty"` // from the pools, as the IPPool spells it
+	Network   string    `json:"network"` // NAD namespace/name
+	Addresses []Address `json:"addresses,omitempty"`
+	Routes    []Route   `json:"routes,omitempty"`
+	DNS       *DNS      `json:"dns,omitempty"` // from the pools
 	// Error is the reason allocation failed (pool exhausted, no eligible pool, ...); the plugin returns it.
 	Error string `json:"error,omitempty"`
+}
+
+// DNS is the resolver configuration of the interface's pools, spelled as the IPPool's spec.dns. (Its own type:
+// braid-ipam, which reads this, starts for every CNI call and does not link the API types.)
+type DNS struct {
+	Nameservers []string `json:"nameservers,omitempty"`
+	Domain      string   `json:"domain,omitempty"`
+	Search      []string `json:"search,omitempty"`
+	Options     []string `json:"options,omitempty"`
 }
 
 // Assignments maps interface name to its assignment, for one pod UID.

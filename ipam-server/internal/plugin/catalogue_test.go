@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -43,9 +45,26 @@ func TestCatalogue(t *testing.T) {
 		"IPAM-07": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "/etc/cni/net.d/braid.d/missing.kubeconfig"}`},
 		"IPAM-08": {ipam: `{"type": "braid-ipam", "pools": ["no-such-pool"], "timeout": "3s", "kubeconfig": "KUBECONFIG"}`, pod: true},
 		"IPAM-09": {ipam: `{"type": "braid-ipam", "pools": ["cat-overlap"], "timeout": "3s", "kubeconfig": "KUBECONFIG"}`, pod: true},
+		"IPAM-10": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/exec.kubeconfig"}`},
+		"IPAM-11": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/nocontext.kubeconfig"}`},
 	}
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "exec.kubeconfig"), []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]
+users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: get-token}}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "nocontext.kubeconfig"), []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]
+contexts: [{name: x, context: {cluster: c}}]
+current-context: elsewhere
+`), 0o600))
 	catalogue.Run(t, cases, func(t *testing.T, row catalogue.Row, c ipamCase) {
 		row.ExpectInput(t, c.ipam)
+		c.ipam = strings.ReplaceAll(c.ipam, "DIR", dir)
 		name := strings.ToLower(row.ID)
 		config := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "macvlan", "master": "unused0", "ipam": %s}`,
 			name, strings.ReplaceAll(c.ipam, "KUBECONFIG", kubeconfig))
@@ -63,6 +82,6 @@ func TestCatalogue(t *testing.T) {
 		if int(cniErr.Code) != row.Code() {
 			t.Errorf("CNI error code %d, the catalogue says %d: %s", cniErr.Code, row.Code(), cniErr.Error())
 		}
-		row.Expect(t, cniErr.Error(), "<ns>", ns, "<pod>", podName)
+		row.Expect(t, cniErr.Error(), "<ns>", ns, "<pod>", podName, "<dir>", dir)
 	}, "IPAM")
 }

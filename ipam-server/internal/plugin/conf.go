@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
 // DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
@@ -58,7 +58,7 @@ func parseConf(stdin []byte) (*Conf, error) {
 		return nil, bad("ipam.pools", `must name at least one IPPool, e.g. "pools": ["mgmt-rack1"]`)
 	}
 	for i, name := range c.IPAM.Pools {
-		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		if msgs := content.IsDNS1123Subdomain(name); len(msgs) > 0 {
 			return nil, bad(fmt.Sprintf("ipam.pools[%d]", i), fmt.Sprintf("%q is not an IPPool name: %s", name, strings.Join(msgs, "; ")))
 		}
 	}

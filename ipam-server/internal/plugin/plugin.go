@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
 	"slices"
 	"time"
 
@@ -12,40 +14,35 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/braid-cni/braid/ipam-server/internal/apiread"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
 
 // Plugin implements the CNI commands. NewClient is injected so tests and the binary share the code.
 type Plugin struct {
-	NewClient func(kubeconfig string) (metadata.Interface, error)
+	NewClient func(kubeconfig string) (*apiread.Client, error)
 }
 
-// podsResource and ippoolsResource are all braid-ipam reads, and only their metadata: the assignment is an
-// annotation on the pod, and STATUS needs to know only that the pools exist.
-var (
-	podsResource    = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
-	ippoolsResource = schema.GroupVersionResource{Group: "braid.dev", Version: "v1alpha1", Resource: "ippools"}
-)
+// podPath and ippoolPath are all braid-ipam reads, and only their metadata: the assignment is an annotation
+// on the pod, and STATUS needs to know only that the pools exist.
+func podPath(namespace, name string) string {
+	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
+}
+
+func ippoolPath(name string) string {
+	return "/apis/braid.dev/v1alpha1/ippools/" + url.PathEscape(name)
+}
 
 // NewClientFromKubeconfig builds a client from a kubeconfig file (the node's read-only credentials). It is
-// the metadata client: braid-ipam runs as a fresh process for every CNI call, and client-go's typed
-// clientset would register every API group of Kubernetes at each start for two requests.
-func NewClientFromKubeconfig(path string) (metadata.Interface, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+// apiread's, not client-go's: braid-ipam runs as a fresh process for every CNI call, and client-go's start-up
+// cost more CPU than the call's own work.
+func NewClientFromKubeconfig(path string) (*apiread.Client, error) {
+	c, err := apiread.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
-	cfg.Timeout = 10 * time.Second
-	cfg.UserAgent = "braid-ipam"
-	return metadata.NewForConfig(cfg)
+	return c, nil
 }
 
 // Funcs returns the skel functions for PluginMainFuncs.
@@ -129,9 +126,9 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
 	defer cancel()
 	for _, name := range conf.IPAM.Pools {
-		_, err := cachedGet(ctx, c.Resource(ippoolsResource), name)
+		_, err := cachedGet(ctx, c, ippoolPath(name))
 		switch {
-		case apierrors.IsNotFound(err):
+		case apiread.IsNotFound(err):
 			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("braid-ipam: ipam.pools: IPPool %q does not exist", name),
 				"create it with kubectl or fix the NAD's ipam.pools")
 		case err != nil:
@@ -141,7 +138,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return nil
 }
 
-func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, metadata.Interface, error) {
+func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, *apiread.Client, error) {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		return nil, podArgs{}, nil, err
@@ -159,12 +156,15 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, metadata.Interface, 
 
 // cachedGet reads an object's metadata from the API server's watch cache, which spares etcd a read, and asks
 // etcd only when the cache does not have it: an object created a moment ago may not have reached the cache.
-func cachedGet(ctx context.Context, r metadata.ResourceInterface, name string) (*metav1.PartialObjectMetadata, error) {
-	o, err := r.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
-	if apierrors.IsNotFound(err) {
-		return r.Get(ctx, name, metav1.GetOptions{})
+func cachedGet(ctx context.Context, c *apiread.Client, path string) (*apiread.Meta, error) {
+	o, err := c.Get(ctx, path, "0")
+	if apiread.IsNotFound(err) {
+		o, err = c.Get(ctx, path, "")
 	}
-	return o, err
+	if err != nil {
+		return nil, err
+	}
+	return &o.Metadata, nil
 }
 
 // retryGet spaces reads of the pod while the API server does not answer.
@@ -176,14 +176,13 @@ var errNotYet = errors.New("braid-ipam-server has not assigned an address yet (i
 // waitAssigned reads the pod and, until its annotation assigns the interface addresses, watches it from
 // that version on; when the context ends it fails with code 11 (try again later) and the reason the server
 // recorded. One GET answers when the server was first; a closed watch resumes from a fresh GET.
-func waitAssigned(ctx context.Context, c metadata.Interface, pod podArgs, ifName string) (assignment.Interface, error) {
+func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName string) (assignment.Interface, error) {
 	reason := errNotYet.Error()
-	pods := c.Resource(podsResource).Namespace(pod.Namespace)
 	for {
 		// A stale answer only means the watch below replays what followed.
-		p, err := cachedGet(ctx, pods, pod.Name)
+		p, err := cachedGet(ctx, c, podPath(pod.Namespace, pod.Name))
 		switch {
-		case apierrors.IsNotFound(err):
+		case apiread.IsNotFound(err):
 			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s not found", pod.Namespace, pod.Name), "")
 		case err != nil && ctx.Err() == nil:
 			reason = err.Error()
@@ -195,7 +194,7 @@ func waitAssigned(ctx context.Context, c metadata.Interface, pod podArgs, ifName
 			if iface, done := assigned(p, pod.UID, ifName, &reason); done {
 				return iface, nil
 			}
-			iface, done, err := watchAssigned(ctx, pods, p.ResourceVersion, pod, ifName, &reason)
+			iface, done, err := watchAssigned(ctx, c, p.ResourceVersion, pod, ifName, &reason)
 			if done || err != nil {
 				return iface, err
 			}
@@ -208,44 +207,37 @@ func waitAssigned(ctx context.Context, c metadata.Interface, pod podArgs, ifName
 }
 
 // watchAssigned follows the pod from resourceVersion until it is assigned, deleted, or the watch ends.
-func watchAssigned(ctx context.Context, pods metadata.ResourceInterface, resourceVersion string, pod podArgs, ifName string,
+func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion string, pod podArgs, ifName string,
 	reason *string) (assignment.Interface, bool, error) {
-	w, err := pods.Watch(ctx, metav1.ListOptions{
-		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
-		ResourceVersion: resourceVersion,
-	})
+	w, err := c.Watch(ctx, "/api/v1/namespaces/"+url.PathEscape(pod.Namespace)+"/pods", "metadata.name="+pod.Name, resourceVersion)
 	if err != nil {
 		*reason = err.Error()
 		return assignment.Interface{}, false, nil //nolint:nilerr // the caller retries from a fresh GET
 	}
-	defer w.Stop()
+	defer func() { _ = w.Close() }()
 	for {
-		select {
-		case <-ctx.Done():
-			return assignment.Interface{}, false, nil
-		case ev, open := <-w.ResultChan():
-			if !open {
-				return assignment.Interface{}, false, nil
+		ev, err := w.Next()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+				*reason = err.Error()
 			}
-			p, ok := ev.Object.(*metav1.PartialObjectMetadata)
-			if !ok {
-				continue
-			}
-			if ev.Type == watch.Deleted && (pod.UID == "" || string(p.UID) == pod.UID) {
-				return assignment.Interface{}, false, types.NewError(types.ErrTryAgainLater,
-					fmt.Sprintf("braid-ipam: pod %s/%s was deleted", pod.Namespace, pod.Name), "")
-			}
-			if iface, done := assigned(p, pod.UID, ifName, reason); done {
-				return iface, true, nil
-			}
+			return assignment.Interface{}, false, nil // ended: the caller reads afresh, or gives up at the deadline
+		}
+		p := &ev.Object.Metadata
+		if ev.Type == "DELETED" && (pod.UID == "" || p.UID == pod.UID) {
+			return assignment.Interface{}, false, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("braid-ipam: pod %s/%s was deleted", pod.Namespace, pod.Name), "")
+		}
+		if iface, done := assigned(p, pod.UID, ifName, reason); done {
+			return iface, true, nil
 		}
 	}
 }
 
 // assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it
 // updates reason with what the server recorded.
-func assigned(p *metav1.PartialObjectMetadata, uid, ifName string, reason *string) (assignment.Interface, bool) {
-	if uid != "" && string(p.UID) != uid {
+func assigned(p *apiread.Meta, uid, ifName string, reason *string) (assignment.Interface, bool) {
+	if uid != "" && p.UID != uid {
 		*reason = fmt.Sprintf("pod has UID %s, not %s (recreated?)", p.UID, uid)
 		return assignment.Interface{}, false
 	}
@@ -260,7 +252,7 @@ func assigned(p *metav1.PartialObjectMetadata, uid, ifName string, reason *strin
 	}
 	iface, ok := a.Interfaces[ifName]
 	switch {
-	case a.PodUID != string(p.UID) || !ok:
+	case a.PodUID != p.UID || !ok:
 		return assignment.Interface{}, false
 	case iface.Error != "":
 		*reason = iface.Error
@@ -270,12 +262,12 @@ func assigned(p *metav1.PartialObjectMetadata, uid, ifName string, reason *strin
 }
 
 // current reads the pod's assignments once.
-func current(ctx context.Context, c metadata.Interface, pod podArgs) (assignment.Assignments, error) {
-	p, err := c.Resource(podsResource).Namespace(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+func current(ctx context.Context, c *apiread.Client, pod podArgs) (assignment.Assignments, error) {
+	o, err := c.Get(ctx, podPath(pod.Namespace, pod.Name), "")
 	if err != nil {
 		return assignment.Assignments{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: get pod %s/%s", pod.Namespace, pod.Name), err.Error())
 	}
-	a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+	a, err := assignment.Parse(o.Metadata.Annotations[assignment.Annotation])
 	if err != nil || (pod.UID != "" && a.PodUID != pod.UID) {
 		return assignment.Assignments{}, types.NewError(types.ErrInternal, fmt.Sprintf("braid-ipam: pod %s/%s has no current assignment", pod.Namespace, pod.Name), "")
 	}

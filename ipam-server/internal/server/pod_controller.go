@@ -465,7 +465,7 @@ func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface
 		}
 		if m.DNS != nil {
 			if out.DNS == nil {
-				out.DNS = &braidv1.DNS{Domain: m.DNS.Domain, Search: m.DNS.Search, Options: m.DNS.Options}
+				out.DNS = &assignment.DNS{Domain: m.DNS.Domain, Search: m.DNS.Search, Options: m.DNS.Options}
 			}
 			out.DNS.Nameservers = append(out.DNS.Nameservers, m.DNS.Nameservers...)
 		}
