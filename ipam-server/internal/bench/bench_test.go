@@ -43,16 +43,24 @@ type harness struct {
 	kubeconfig string
 	binDir     string
 	wbConf     string
+	// sockets are the simulated nodes' braid daemon sockets, by node name: on real nodes every daemon listens
+	// on /run/braid/braid.sock; here the nodes share one filesystem.
+	sockets map[string]string
 }
 
 // scenario is one measured run.
 type scenario struct {
-	label            string
-	pods, networks   int
-	plugin           string // braid-ipam or whereabouts
-	nadConf, ipamCNI func(network int) string
+	label          string
+	pods, networks int
+	plugin         string // braid-ipam or whereabouts
+	nadConf        func(network int) string
+	ipamCNI        func(network int, node string) string // the ipam section the runtime of node hands the plugin
 }
 
+// TestBenchIPAM is `make bench-ipam`: whereabouts, then braid-ipam on nodes without braid's daemon
+// (BENCH-INFO ipam-nodaemon: it reads and watches the API server itself), then braid as deploy/ installs it,
+// with `braid daemon` running for every simulated node (BENCH ipam-multinic, and BENCH ipam last). Every ADD
+// runs the real plugin binary as a runtime does, right after the pod's creation.
 func TestBenchIPAM(t *testing.T) {
 	if os.Getenv("BRAID_BENCH") == "" {
 		t.Skip("benchmark: run with make bench-ipam")
@@ -75,8 +83,12 @@ func TestBenchIPAM(t *testing.T) {
 		lines = append(lines, h.run(t, h.whereabouts("ipam-whereabouts", 1000, 1, 0xa0)))
 		lines = append(lines, h.run(t, h.whereabouts("ipam-whereabouts-multinic", 128, 16, 0xb0)))
 	}
-	lines = append(lines, h.run(t, h.braid(t, "ipam-multinic", 128, 16, 0x20)))
-	lines = append(lines, h.run(t, h.braid(t, "ipam", 1000, 1, 0x10)))
+	// braid-ipam on nodes without braid's daemon (deploy/base): it reads and watches the API server itself.
+	lines = append(lines, strings.Replace(h.run(t, h.braid(t, "ipam-nodaemon", 1000, 1, 0x30, false)), "BENCH", "BENCH-INFO", 1))
+	// braid as deploy/ installs it: every node runs braid's daemon, which braid-ipam asks first.
+	h.startDaemons(t)
+	lines = append(lines, h.run(t, h.braid(t, "ipam-multinic", 128, 16, 0x20, true)))
+	lines = append(lines, h.run(t, h.braid(t, "ipam", 1000, 1, 0x10, true)))
 	for _, l := range lines {
 		fmt.Println(l)
 	}
@@ -90,7 +102,7 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	}
 	dir := t.TempDir()
 	h := &harness{binDir: filepath.Join(dir, "bin"), kubeconfig: filepath.Join(dir, "kubeconfig"), wbConf: filepath.Join(dir, "whereabouts.conf")}
-	if err := testenv.Build(t.Context(), h.binDir, "./ipam-server/cmd/braid-ipam"); err != nil {
+	if err := testenv.Build(t.Context(), h.binDir, "./ipam-server/cmd/braid-ipam", "./meta-plugin/cmd/braid"); err != nil {
 		t.Fatal(err)
 	}
 	wb := filepath.Join(root, ".cache", "cni-bin", "whereabouts")
@@ -135,8 +147,8 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 }
 
 // braid makes pools (one IPv6 /64 per network: the documentation IPv4 ranges are too small for 1000 pods)
-// and NADs whose IPAM is braid-ipam.
-func (h *harness) braid(t *testing.T, label string, pods, networks, tag int) scenario {
+// and NADs whose IPAM is braid-ipam; with daemons, each node's braid-ipam asks its node's braid daemon.
+func (h *harness) braid(t *testing.T, label string, pods, networks, tag int, daemons bool) scenario {
 	t.Helper()
 	for n := range networks {
 		p := &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%x-%d", tag, n)},
@@ -145,11 +157,18 @@ func (h *harness) braid(t *testing.T, label string, pods, networks, tag int) sce
 			t.Fatal(err)
 		}
 	}
-	ipam := func(n int) string {
-		return fmt.Sprintf(`{"type":"braid-ipam","pools":["bench-%x-%d"],"kubeconfig":%q,"timeout":"30s"}`, tag, n, h.kubeconfig)
+	ipam := func(n int, extra string) string {
+		return fmt.Sprintf(`{"type":"braid-ipam","pools":["bench-%x-%d"],"kubeconfig":%q,"timeout":"30s"%s}`, tag, n, h.kubeconfig, extra)
+	}
+	onNode := func(n int, node string) string {
+		socket := filepath.Join(h.binDir, "no-daemon-here.sock")
+		if daemons {
+			socket = h.sockets[node]
+		}
+		return ipam(n, fmt.Sprintf(`,"daemonSocket":%q`, socket))
 	}
 	return scenario{label: label, pods: pods, networks: networks, plugin: "braid-ipam",
-		nadConf: func(n int) string { return netConf(n, ipam(n)) }, ipamCNI: ipam}
+		nadConf: func(n int) string { return netConf(n, ipam(n, "")) }, ipamCNI: onNode}
 }
 
 // whereabouts makes NADs whose IPAM is whereabouts, over ranges of the same size.
@@ -159,7 +178,7 @@ func (h *harness) whereabouts(label string, pods, networks, tag int) scenario {
 			tag, n, h.kubeconfig, h.wbConf)
 	}
 	return scenario{label: label, pods: pods, networks: networks, plugin: "whereabouts",
-		nadConf: func(n int) string { return netConf(n, ipam(n)) }, ipamCNI: ipam}
+		nadConf: func(n int) string { return netConf(n, ipam(n)) }, ipamCNI: func(n int, _ string) string { return ipam(n) }}
 }
 
 func netConf(n int, ipam string) string {
@@ -239,7 +258,7 @@ func (h *harness) startPod(ctx context.Context, s scenario, ns string, i int, an
 		return err
 	}
 	for n := range s.networks {
-		conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"net%d","ipam":%s}`, n, s.ipamCNI(n))
+		conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"net%d","ipam":%s}`, n, s.ipamCNI(n, node))
 		cmd := exec.CommandContext(ctx, filepath.Join(h.binDir, s.plugin))
 		cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID=c"+string(created.UID), "CNI_NETNS=/var/run/netns/"+name,
 			fmt.Sprintf("CNI_IFNAME=net%d", n+1), "CNI_PATH="+h.binDir,
@@ -251,6 +270,40 @@ func (h *harness) startPod(ctx context.Context, s scenario, ns string, i int, an
 	}
 	latencies[i] = time.Since(begin)
 	return nil
+}
+
+// startDaemons runs `braid daemon` for each simulated node, as deploy/ runs it on every node, until the test
+// ends.
+func (h *harness) startDaemons(t *testing.T) {
+	t.Helper()
+	h.sockets = map[string]string{}
+	for i := range nodes {
+		node := fmt.Sprintf("node-%d", i)
+		dir := filepath.Join(h.binDir, "..", node)
+		h.sockets[node] = filepath.Join(dir, "run", "braid.sock")
+		cmd := exec.Command(filepath.Join(h.binDir, "braid"), "daemon", "-socket", h.sockets[node], "-node", node,
+			"-kubeconfig", h.kubeconfig, "-state-dir", filepath.Join(dir, "status-queue"))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+		})
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, socket := range h.sockets {
+		for {
+			if _, err := os.Stat(socket); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("braid daemon socket %s not there after 60s", socket)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // apiWrites returns the API server's counters of write requests, by resource (subresource) and verb.

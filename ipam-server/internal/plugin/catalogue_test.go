@@ -47,6 +47,7 @@ func TestCatalogue(t *testing.T) {
 		"IPAM-09": {ipam: `{"type": "braid-ipam", "pools": ["cat-overlap"], "timeout": "3s", "kubeconfig": "KUBECONFIG"}`, pod: true},
 		"IPAM-10": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/exec.kubeconfig"}`},
 		"IPAM-11": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/nocontext.kubeconfig"}`},
+		"IPAM-12": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "KUBECONFIG", "daemonSocket": "braid.sock"}`},
 	}
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "exec.kubeconfig"), []byte(`apiVersion: v1

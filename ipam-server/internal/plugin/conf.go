@@ -12,6 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"k8s.io/apimachinery/pkg/api/validate/content"
+
+	"github.com/braid-cni/braid/crds/shim"
 )
 
 // DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
@@ -31,7 +33,10 @@ type IPAMConf struct {
 	Type       string   `json:"type"`
 	Pools      []string `json:"pools"`
 	Kubeconfig string   `json:"kubeconfig,omitempty"`
-	Timeout    string   `json:"timeout,omitempty"`
+	// DaemonSocket is braid's node daemon, asked first for the assignment when it runs (default
+	// /run/braid/braid.sock, where deploy/ puts it); without it braid-ipam reads the API server.
+	DaemonSocket string `json:"daemonSocket,omitempty"`
+	Timeout      string `json:"timeout,omitempty"`
 
 	timeout time.Duration
 }
@@ -66,6 +71,11 @@ func parseConf(stdin []byte) (*Conf, error) {
 		c.IPAM.Kubeconfig = DefaultKubeconfig
 	} else if !filepath.IsAbs(c.IPAM.Kubeconfig) {
 		return nil, bad("ipam.kubeconfig", fmt.Sprintf("must be an absolute path, not %q", c.IPAM.Kubeconfig))
+	}
+	if c.IPAM.DaemonSocket == "" {
+		c.IPAM.DaemonSocket = shim.DefaultSocket
+	} else if !filepath.IsAbs(c.IPAM.DaemonSocket) {
+		return nil, bad("ipam.daemonSocket", fmt.Sprintf("must be an absolute path, not %q", c.IPAM.DaemonSocket))
 	}
 	c.IPAM.timeout = DefaultTimeout
 	if c.IPAM.Timeout != "" {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/ipam-server/internal/apiread"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
@@ -50,17 +52,27 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status}
 }
 
-// Add returns the addresses braid-ipam-server assigned to (pod, interface), waiting for them a bounded time.
+// Add returns the addresses braid-ipam-server assigned to (pod, interface), waiting for them a bounded time:
+// from braid's node daemon when it runs (its watch cache has the pod), else from the API server.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	conf, pod, c, err := p.setup(args)
+	conf, pod, err := parse(args)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
 	defer cancel()
-	iface, err := waitAssigned(ctx, c, pod, args.IfName)
+	iface, answered, err := waitViaDaemon(ctx, conf.IPAM.DaemonSocket, pod, args.IfName)
 	if err != nil {
 		return err
+	}
+	if !answered {
+		c, err := p.client(conf)
+		if err != nil {
+			return err
+		}
+		if iface, err = waitAssigned(ctx, c, pod, args.IfName); err != nil {
+			return err
+		}
 	}
 	res, err := toResult(iface, conf.CNIVersion)
 	if err != nil {
@@ -139,19 +151,35 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, *apiread.Client, error) {
-	conf, err := parseConf(args.StdinData)
+	conf, pod, err := parse(args)
 	if err != nil {
 		return nil, podArgs{}, nil, err
+	}
+	c, err := p.client(conf)
+	if err != nil {
+		return nil, podArgs{}, nil, err
+	}
+	return conf, pod, c, nil
+}
+
+func parse(args *skel.CmdArgs) (*Conf, podArgs, error) {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return nil, podArgs{}, err
 	}
 	pod, err := parseArgs(args.Args)
 	if err != nil {
-		return nil, podArgs{}, nil, err
+		return nil, podArgs{}, err
 	}
+	return conf, pod, nil
+}
+
+func (p *Plugin) client(conf *Conf) (*apiread.Client, error) {
 	c, err := p.NewClient(conf.IPAM.Kubeconfig)
 	if err != nil {
-		return nil, podArgs{}, nil, types.NewError(types.ErrInvalidNetworkConfig, "braid-ipam: ipam.kubeconfig", err.Error())
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "braid-ipam: ipam.kubeconfig", err.Error())
 	}
-	return conf, pod, c, nil
+	return c, nil
 }
 
 // cachedGet reads an object's metadata from the API server's watch cache, which spares etcd a read, and asks
@@ -200,9 +228,47 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 			}
 		}
 		if ctx.Err() != nil {
-			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater,
-				fmt.Sprintf("braid-ipam: no address for pod %s/%s interface %s: %s", pod.Namespace, pod.Name, ifName, reason), "")
+			return assignment.Interface{}, noAddress(pod, ifName, reason)
 		}
+	}
+}
+
+// noAddress is ADD's answer when the deadline passed: try again later, with what the server recorded.
+func noAddress(pod podArgs, ifName, reason string) error {
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("braid-ipam: no address for pod %s/%s interface %s: %s", pod.Namespace, pod.Name, ifName, reason), "")
+}
+
+// waitViaDaemon asks braid's node daemon, when it listens on socket, for the pod's assignment, until the
+// interface is assigned or ctx ends. answered is false when the daemon cannot answer (not running, an older
+// daemon, or the pod not in its cache): the caller then reads the API server.
+func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName string) (iface assignment.Interface, answered bool, err error) {
+	if _, err := os.Stat(socket); err != nil {
+		return assignment.Interface{}, false, nil //nolint:nilerr // no daemon on this node
+	}
+	reason := errNotYet.Error()
+	after := ""
+	for {
+		deadline, _ := ctx.Deadline()
+		ans, err := shim.AskPodAnnotation(ctx, socket, shim.AnnotationQuery{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Key: assignment.Annotation, After: after, Wait: time.Until(deadline)})
+		switch {
+		case ctx.Err() != nil:
+			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
+		case err != nil || !ans.Found:
+			return assignment.Interface{}, false, nil //nolint:nilerr // the API server answers instead
+		}
+		meta := &apiread.Meta{UID: ans.UID}
+		if ans.Value != "" {
+			meta.Annotations = map[string]string{assignment.Annotation: ans.Value}
+		}
+		if iface, done := assigned(meta, pod.UID, ifName, &reason); done {
+			return iface, true, nil
+		}
+		if time.Until(deadline) <= 0 {
+			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
+		}
+		after = ans.Value
 	}
 }
 

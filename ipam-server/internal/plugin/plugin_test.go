@@ -128,7 +128,7 @@ func mkPool(t *testing.T, spec braidv1.IPPoolSpec) string {
 // netConf is the NAD config a user writes, pointing braid-ipam at the test API server.
 func netConf(cniVersion, name, parent string, pools ...string) string {
 	return fmt.Sprintf(`{"cniVersion":%q,"name":%q,"type":"macvlan","master":%q,"mode":"bridge",`+
-		`"ipam":{"type":"braid-ipam","pools":["%s"],"kubeconfig":%q,"timeout":"3s"}}`,
+		`"ipam":{"type":"braid-ipam","pools":["%s"],"kubeconfig":%q,"timeout":"3s","daemonSocket":"/nonexistent/braid.sock"}}`,
 		cniVersion, name, parent, strings.Join(pools, `","`), kubeconfig)
 }
 
@@ -274,7 +274,7 @@ func TestAddFailsWithTheServersReason(t *testing.T) {
 	}
 	config := netConf("1.0.0", "full", "unused0", full)
 	pod := mkPodWithNAD(t, env.Namespace(t), "full", config)
-	ipamConf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"full","ipam":{"type":"braid-ipam","pools":[%q],"kubeconfig":%q,"timeout":"3s"}}`, full, kubeconfig)
+	ipamConf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"full","ipam":{"type":"braid-ipam","pools":[%q],"kubeconfig":%q,"timeout":"3s","daemonSocket":"/nonexistent/braid.sock"}}`, full, kubeconfig)
 	env := os.Environ()
 	env = append(env, "CNI_COMMAND=ADD", "CNI_CONTAINERID=x", "CNI_NETNS=/nonexistent", "CNI_IFNAME=net1", "CNI_PATH="+binDir,
 		fmt.Sprintf("CNI_ARGS=K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", pod.Namespace, pod.Name, pod.UID))

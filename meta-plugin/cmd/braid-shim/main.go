@@ -8,13 +8,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
+	"github.com/braid-cni/braid/crds/shim"
 )
 
 // callTimeout is longer than the daemon's own bound on a call (100 s), shorter than the kubelet's 2 minutes.
@@ -29,6 +30,7 @@ func main() {
 		GC:     forward("GC"),
 	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"),
 		"braid-shim: forwards CNI calls to braid's node daemon")
+	runtime.KeepAlive(heldUntilExit) // the connection closes with the process, not before
 }
 
 // heldUntilExit keeps the call's connection reachable (not closed by the garbage collector) until the exit.

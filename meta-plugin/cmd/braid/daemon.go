@@ -12,10 +12,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/meta-plugin/internal/daemon"
 	"github.com/braid-cni/braid/meta-plugin/internal/kube"
 	"github.com/braid-cni/braid/meta-plugin/internal/plugin"
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // runDaemon is `braid daemon`: braid's node daemon, which serves braid-shim (see internal/daemon).

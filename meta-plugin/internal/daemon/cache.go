@@ -20,9 +20,10 @@ import (
 // plugin's rules (retry a miss with a fresh read, check the pod's UID) hold as they do without the daemon.
 // Writes go to the API server.
 type Cache struct {
-	api  *kube.Client
-	pods cache.SharedIndexInformer
-	nads cache.SharedIndexInformer
+	api     *kube.Client
+	pods    cache.SharedIndexInformer
+	nads    cache.SharedIndexInformer
+	waiters *podWaiters // queries waiting for a pod's annotation (PodAnnotation)
 }
 
 // NewCache returns the caches of node's pods and of the NADs; Run fills them.
@@ -32,7 +33,9 @@ func NewCache(api *kube.Client, node string) *Cache {
 	for _, inf := range []cache.SharedIndexInformer{pods, nads} {
 		_ = inf.SetTransform(stripManagedFields) // only fails once running
 	}
-	return &Cache{api: api, pods: pods, nads: nads}
+	c := &Cache{api: api, pods: pods, nads: nads, waiters: &podWaiters{}}
+	_, _ = pods.AddEventHandler(c.waiters.handler()) // only fails once stopped
+	return c
 }
 
 // Run fills and keeps the caches until ctx ends.

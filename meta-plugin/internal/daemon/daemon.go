@@ -12,8 +12,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/meta-plugin/internal/kube"
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // Config is what the daemon needs to start.
@@ -84,7 +84,14 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 		return err
 	}
 	served := make(chan error, 1)
-	go func() { served <- shim.Serve(ctx, l, h) }()
+	go func() {
+		served <- shim.Serve(ctx, l, func(ctx context.Context, req shim.Request) ([]byte, error) {
+			if req.Command == shim.CommandPodAnnotation {
+				return d.Cache.answerPodAnnotation(ctx, req.Stdin)
+			}
+			return h(ctx, req)
+		})
+	}()
 	d.cfg.Log.Info("serving CNI calls", "socket", d.cfg.Socket, "node", d.cfg.Node)
 
 	var serveErr error

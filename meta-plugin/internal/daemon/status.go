@@ -16,8 +16,8 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // Patcher is the API call a StatusQueue makes.

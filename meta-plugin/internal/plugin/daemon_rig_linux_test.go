@@ -22,11 +22,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/rest"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/crds/testenv"
 	"github.com/braid-cni/braid/meta-plugin/internal/daemon"
 	"github.com/braid-cni/braid/meta-plugin/internal/kube"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // The braid-shim binary, built once for the package's tests.

@@ -41,13 +41,13 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 	"github.com/braid-cni/braid/meta-plugin/internal/device"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 	"github.com/braid-cni/braid/meta-plugin/internal/route"
-	"github.com/braid-cni/braid/meta-plugin/internal/shim"
 )
 
 // Error codes of braid (see the package comment).

@@ -1,7 +1,9 @@
-// Package shim is the wire between braid-shim, the small binary a container runtime runs for
-// `"type": "braid-shim"`, and braid's node daemon (`braid daemon`), which does the work with warm caches and
-// one long-lived API connection. The shim forwards the CNI call, its CNI_* environment and its stdin, over a
-// unix socket, and prints what the daemon answers. The package imports little, so that the shim starts fast.
+// Package shim is the wire to braid's node daemon (`braid daemon`), which keeps its node's pods and the NADs
+// in watch caches and one long-lived API connection. Its callers are braid-shim, the small binary a container
+// runtime runs for `"type": "braid-shim"`, which forwards the CNI call (its CNI_* environment and its stdin)
+// and prints what the daemon answers; and braid-ipam, which asks for its pod's address assignment
+// (CommandPodAnnotation) instead of reading and watching the API server on every call. One request and one
+// answer per connection, as JSON over a unix socket. The package imports little, so that callers start fast.
 package shim
 
 import (

@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/crds/shim"
+)
+
+const testKey = "braid.dev/ip-assignments"
+
+// The daemon answers CommandPodAnnotation on its socket from the cache of its node's pods: at once when the
+// value differs from After, at the change that makes it differ, with the value as it is when the wait is over,
+// and "not found" for a pod it has not seen (another node's, or another UID) after notSeenWait at most; it
+// makes no request to the API server for any of it.
+func TestPodAnnotationFromTheCache(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	mine := createPod(t, ns, "mine", "node-q")
+	createPod(t, ns, "theirs", "node-other")
+	api, calls := api(t)
+	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: "node-q", StateDir: t.TempDir(), Log: testLog(t)}, api)
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
+	}()
+	t.Cleanup(func() { cancel(); must(t, <-done) })
+	eventually(t, "socket up and pod cached", func() bool {
+		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/mine")
+		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "mine", Key: testKey})
+		return ok && err == nil
+	})
+	ask := func(q shim.AnnotationQuery) (shim.AnnotationAnswer, time.Duration) {
+		t.Helper()
+		q.Namespace, q.Key = ns, testKey
+		start := time.Now()
+		a, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, q)
+		must(t, err)
+		return a, time.Since(start)
+	}
+	calls.Store(0)
+
+	// No annotation yet: the query waits for the server's write.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := setAnnotation(ns, "mine", `{"podUID":"x"}`); err != nil {
+			t.Error(err)
+		}
+	}()
+	a, took := ask(shim.AnnotationQuery{Name: "mine", UID: string(mine.UID), Wait: 10 * time.Second})
+	if !a.Found || a.UID != string(mine.UID) || a.Value != `{"podUID":"x"}` || took < 250*time.Millisecond || took > 5*time.Second {
+		t.Errorf("waiting query = %+v after %v, want the value written after 300ms", a, took)
+	}
+	// Value differs from After: at once.
+	if a, took := ask(shim.AnnotationQuery{Name: "mine", Wait: 10 * time.Second}); a.Value != `{"podUID":"x"}` || took > time.Second {
+		t.Errorf("query with a different After = %+v after %v, want the value at once", a, took)
+	}
+	// Nothing changes: the value as it is when the wait is over.
+	if a, took := ask(shim.AnnotationQuery{Name: "mine", After: `{"podUID":"x"}`, Wait: 500 * time.Millisecond}); !a.Found || a.Value != `{"podUID":"x"}` || took < 450*time.Millisecond {
+		t.Errorf("unchanged = %+v after %v, want the same value after the 500ms wait", a, took)
+	}
+	// Another node's pod, and another incarnation of mine: not found, after notSeenWait at most.
+	for _, q := range []shim.AnnotationQuery{{Name: "theirs", Wait: time.Minute}, {Name: "mine", UID: "other-uid", Wait: time.Minute}} {
+		if a, took := ask(q); a.Found || took > notSeenWait+time.Second {
+			t.Errorf("%+v = %+v after %v, want not found within %v", q, a, took, notSeenWait)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the daemon made %d API requests, want 0", n)
+	}
+	if n := d.Cache.waiters.count(); n != 0 {
+		t.Errorf("%d queries still registered as waiting after all answered", n)
+	}
+}
+
+// setAnnotation writes the annotation as braid-ipam-server does (not through the daemon's client).
+func setAnnotation(ns, name, value string) error {
+	var p corev1.Pod
+	if err := suiteEnv.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(p.DeepCopy())
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[testKey] = value
+	return suiteEnv.Client.Patch(context.Background(), &p, patch)
+}
