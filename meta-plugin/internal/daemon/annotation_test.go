@@ -78,6 +78,25 @@ func TestPodAnnotationFromTheCache(t *testing.T) {
 	if n := d.Cache.waiters.count(); n != 0 {
 		t.Errorf("%d queries still registered as waiting after all answered", n)
 	}
+
+	// A stopping daemon answers a waiting query at once (it would otherwise hold the daemon's exit).
+	answered := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		_, _ = shim.AskPodAnnotation(context.Background(), d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "mine",
+			Key: testKey, After: `{"podUID":"x"}`, Wait: time.Minute})
+		answered <- time.Since(start)
+	}()
+	eventually(t, "query waiting", func() bool { return d.Cache.waiters.count() == 1 })
+	cancel()
+	select {
+	case took := <-answered:
+		if took > 10*time.Second {
+			t.Errorf("waiting query answered %v after the daemon was told to stop", took)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a waiting query kept the stopping daemon")
+	}
 }
 
 // setAnnotation writes the annotation as braid-ipam-server does (not through the daemon's client).

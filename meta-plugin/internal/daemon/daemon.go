@@ -85,11 +85,13 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 	}
 	served := make(chan error, 1)
 	go func() {
-		served <- shim.Serve(ctx, l, func(ctx context.Context, req shim.Request) ([]byte, error) {
+		served <- shim.Serve(ctx, l, func(call context.Context, req shim.Request) ([]byte, error) {
 			if req.Command == shim.CommandPodAnnotation {
+				// Answered when the daemon stops (a CNI call in progress is finished instead): the asker
+				// then reads the API server.
 				return d.Cache.answerPodAnnotation(ctx, req.Stdin)
 			}
-			return h(ctx, req)
+			return h(call, req)
 		})
 	}()
 	d.cfg.Log.Info("serving CNI calls", "socket", d.cfg.Socket, "node", d.cfg.Node)
