@@ -279,30 +279,7 @@ func (h *harness) startDaemons(t *testing.T) {
 	h.sockets = map[string]string{}
 	for i := range nodes {
 		node := fmt.Sprintf("node-%d", i)
-		dir := filepath.Join(h.binDir, "..", node)
-		h.sockets[node] = filepath.Join(dir, "run", "braid.sock")
-		cmd := exec.Command(filepath.Join(h.binDir, "braid"), "daemon", "-socket", h.sockets[node], "-node", node,
-			"-kubeconfig", h.kubeconfig, "-state-dir", filepath.Join(dir, "status-queue"))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(os.Interrupt)
-			_ = cmd.Wait()
-		})
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for _, socket := range h.sockets {
-		for {
-			if _, err := os.Stat(socket); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("braid daemon socket %s not there after 60s", socket)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		h.sockets[node] = testenv.StartBraidDaemon(t, filepath.Join(h.binDir, "braid"), filepath.Join(h.binDir, "..", node), node, h.kubeconfig)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -19,29 +18,14 @@ import (
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
-// startDaemon runs the real `braid daemon` (as deploy/ runs it on every node) for node and returns its socket.
+// startDaemon runs the real `braid daemon` for node and returns its socket.
 func startDaemon(t *testing.T, node string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := testenv.Build(t.Context(), dir, "./meta-plugin/cmd/braid"); err != nil {
 		t.Fatal(err)
 	}
-	socket := filepath.Join(dir, "run", "braid.sock")
-	cmd := exec.Command(filepath.Join(dir, "braid"), "daemon", "-socket", socket, "-node", node,
-		"-kubeconfig", kubeconfig, "-state-dir", filepath.Join(dir, "status-queue"))
-	cmd.Stderr = os.Stderr
-	must(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(socket); err == nil {
-			return socket
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("braid daemon socket not there after 60s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testenv.StartBraidDaemon(t, filepath.Join(dir, "braid"), dir, node, kubeconfig)
 }
 
 // On a node that runs braid's daemon, braid-ipam takes the assignment from the daemon's watch cache: it
