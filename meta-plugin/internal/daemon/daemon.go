@@ -1,8 +1,9 @@
 // Package daemon is braid's node daemon (`braid daemon`, in braid's DaemonSet pod). The container runtime runs
-// braid-shim, which hands each CNI call to the daemon over a unix socket (internal/shim); the daemon runs the
+// braid-shim, which hands each CNI call to the daemon over a unix socket (crds/shim); the daemon runs the
 // meta-plugin with two things a fresh process cannot have: watch caches of the node's pods and of the NADs
 // (Cache), so a call reads nothing from the API server, and a queue that writes network-status after the ADD
-// has returned (StatusQueue). Calls run concurrently, one per sandbox, as the runtime makes them.
+// has returned (StatusQueue). Calls run concurrently, one per sandbox, as the runtime makes them. braid-ipam
+// asks the same socket for its pod's address assignment (shim.CommandPodAnnotation, answered from Cache).
 package daemon
 
 import (
