@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"time"
 
@@ -28,8 +27,11 @@ type Plugin struct {
 
 // podPath and ippoolPath are all braid-ipam reads, and only their metadata: the assignment is an annotation
 // on the pod, and STATUS needs to know only that the pools exist.
-func podPath(namespace, name string) string {
-	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
+func podPath(namespace, name string) string { return podsPath(namespace) + "/" + url.PathEscape(name) }
+
+// podsPath is the collection braid-ipam watches (one pod of it, by field selector).
+func podsPath(namespace string) string {
+	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods"
 }
 
 func ippoolPath(name string) string {
@@ -241,11 +243,9 @@ func noAddress(pod podArgs, ifName, reason string) error {
 
 // waitViaDaemon asks braid's node daemon, when it listens on socket, for the pod's assignment, until the
 // interface is assigned or ctx ends. answered is false when the daemon cannot answer (not running, an older
-// daemon, or the pod not in its cache): the caller then reads the API server.
+// daemon, or the pod not in its cache; a missing socket fails the dial at once): the caller then reads the
+// API server.
 func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName string) (iface assignment.Interface, answered bool, err error) {
-	if _, err := os.Stat(socket); err != nil {
-		return assignment.Interface{}, false, nil //nolint:nilerr // no daemon on this node
-	}
 	reason := errNotYet.Error()
 	after := ""
 	for {
@@ -275,7 +275,7 @@ func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName strin
 // watchAssigned follows the pod from resourceVersion until it is assigned, deleted, or the watch ends.
 func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion string, pod podArgs, ifName string,
 	reason *string) (assignment.Interface, bool, error) {
-	w, err := c.Watch(ctx, "/api/v1/namespaces/"+url.PathEscape(pod.Namespace)+"/pods", "metadata.name="+pod.Name, resourceVersion)
+	w, err := c.Watch(ctx, podsPath(pod.Namespace), "metadata.name="+pod.Name, resourceVersion)
 	if err != nil {
 		*reason = err.Error()
 		return assignment.Interface{}, false, nil //nolint:nilerr // the caller retries from a fresh GET
