@@ -482,12 +482,15 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 		r.seen.Delete(key) // recorded already (by this process, or another before it)
 		return nil
 	}
-	patch := client.MergeFrom(pod.DeepCopy())
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
+	// The patch names the one annotation (no diff of the whole pod: client.MergeFrom encodes it twice), and the
+	// pod's UID, which the API server refuses to change: a pod recreated under the same name meanwhile is not
+	// given this one's addresses.
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid": pod.UID, "annotations": map[string]string{assignment.Annotation: value}}})
+	if err != nil {
+		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	pod.Annotations[assignment.Annotation] = value
-	if err := r.Patch(ctx, pod, patch); err != nil {
+	if err := r.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	r.written.Store(key, written{pod.UID, value})

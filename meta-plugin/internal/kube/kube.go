@@ -75,6 +75,11 @@ func New(cfg *rest.Config) (*Client, error) {
 	coreCfg := rest.CopyConfig(base)
 	coreCfg.GroupVersion = &corev1.SchemeGroupVersion
 	coreCfg.APIPath = "/api"
+	// Pods and Events in protobuf, as the kubelet and the controllers read them: the API server encodes a pod
+	// (and every watch event of the daemon's pod cache) at a fraction of the CPU and garbage of JSON, and so
+	// does braid decode it. NADs are custom resources, which the API server serves in JSON only.
+	coreCfg.ContentType = runtime.ContentTypeProtobuf
+	coreCfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	core, err := rest.RESTClientForConfigAndClient(coreCfg, httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("kube core client: %w", err)
