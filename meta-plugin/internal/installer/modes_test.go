@@ -60,8 +60,13 @@ func TestModes(t *testing.T) {
 	waitFor(t, modes)
 
 	// An older braid wrote 0644 and 0755: the next sync (the chmod of the conf is itself an event) fixes them.
-	for p, m := range map[string]os.FileMode{"braid.d": 0o755, "braid.d/token": 0o644, "braid.d/braid.kubeconfig": 0o644, "00-braid.conflist": 0o644} {
-		if err := os.Chmod(filepath.Join(confDir, p), m); err != nil {
+	// The conf goes last, so that the sync it starts comes after every other change (a map's random order let
+	// the sync run first, and a later chmod waited for the hourly resync).
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{{"braid.d", 0o755}, {"braid.d/token", 0o644}, {"braid.d/braid.kubeconfig", 0o644}, {"00-braid.conflist", 0o644}} {
+		if err := os.Chmod(filepath.Join(confDir, c.path), c.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
