@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,8 +135,7 @@ spec:
 	})
 	t.Run("daemon", func(t *testing.T) {
 		c.t = t
-		socket := filepath.Join(work, "run", "braid.sock")
-		c.startDaemon(t, work, socket)
+		socket := c.startDaemon(t, work)
 		c.install(t, work, fmt.Sprintf(`"type":"braid-shim","daemonSocket":%q`, socket))
 		c.podWithTwoNetworks(t, p, ns, "web-d", work, ipam)
 	})
@@ -164,44 +162,14 @@ func (c *cluster) install(t *testing.T, work, typeKeys string) {
 }
 
 // startDaemon runs `braid daemon` on the node until the test ends.
-func (c *cluster) startDaemon(t *testing.T, work, socket string) {
+// startDaemon builds braid and runs `braid daemon` for the cluster's node, with its socket and state under
+// work, until the test ends; it returns the socket.
+func (c *cluster) startDaemon(t *testing.T, work string) string {
 	node := strings.TrimPrefix(strings.TrimSpace(c.kubectl("get", "nodes", "-o", "name")), "node/")
-	bin := filepath.Join(work, "braid")
 	if err := testenv.Build(t.Context(), work, "./meta-plugin/cmd/braid"); err != nil {
 		t.Fatal(err)
 	}
-	var log strings.Builder
-	cmd := exec.Command(bin, "daemon", "-socket", socket, "-node", node, "-kubeconfig", c.kconf,
-		"-state-dir", filepath.Join(work, "status-queue"))
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("braid daemon: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("braid daemon did not stop within 30s of SIGTERM")
-		}
-		t.Logf("braid daemon's log:\n%s", log.String())
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(socket); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("braid daemon not serving after 60s:\n%s", log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return testenv.StartBraidDaemon(t, filepath.Join(work, "braid"), work, node, c.kconf)
 }
 
 // podWithTwoNetworks creates a pod asking for net-a and net-b, checks its interfaces and network-status once
