@@ -438,13 +438,20 @@ func (r *podReconciler) rebind(ctx context.Context, pod *corev1.Pod, f *braidv1.
 	return nil
 }
 
-// describe renders the addresses of an interface with their pools' gateway, routes and DNS.
+// describe renders the addresses of an interface with their pools' gateway, routes and DNS, IPv4 first and
+// then by address: the order the interface got them in (a pool loaded later, a retry) does not show.
 func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface {
 	var out assignment.Interface
 	models := map[string]pool.Model{}
 	for _, c := range pools {
 		models[c.name] = c.model
 	}
+	fips = slices.Clone(fips)
+	slices.SortFunc(fips, func(a, b braidv1.FloatingIP) int {
+		x, _ := netip.ParseAddr(a.Spec.IP)
+		y, _ := netip.ParseAddr(b.Spec.IP)
+		return x.Compare(y) // shorter addresses first: IPv4 before IPv6
+	})
 	for _, f := range fips {
 		m, ok := models[f.Spec.Pool]
 		addr, err := netip.ParseAddr(f.Spec.IP)
