@@ -36,6 +36,9 @@ const (
 	ReasonAddressOutsidePool   = "RequestedAddressOutsidePool"
 	ReasonInvalidNetworks      = "InvalidNetworks"
 	ReasonInvalidNetworkConfig = "InvalidNetworkConfig"
+	// ReasonPoolNotFound warns that a network names a pool that does not exist: the pod is served from the
+	// others, and from that one when it is created. Not a failure: not counted in the failures metric.
+	ReasonPoolNotFound = "IPPoolNotFound"
 )
 
 // statefulSetAnnotation on a FloatingIP names the StatefulSet that owned its pod, so the ordinal can be kept
@@ -65,6 +68,8 @@ type podReconciler struct {
 	// seen is, by pod namespace/name, when this process first saw the pod bound to a node and not yet served,
 	// for the latency metric (creationTimestamp has whole seconds only).
 	seen sync.Map
+	// warned is, by pod namespace/name, the last missing-pool warning given to the pod (a written).
+	warned sync.Map
 }
 
 // firstSeen is when a pod (of this UID) was first seen bound and waiting for addresses.
@@ -89,11 +94,11 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		if apierrors.IsNotFound(err) {
 			r.written.Delete(req.String())
 			r.seen.Delete(req.String())
+			r.warned.Delete(req.String())
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil ||
-		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	if !servable(pod) {
 		return ctrl.Result{}, nil
 	}
 	if v, ok := r.seen.Load(req.String()); !ok || v.(firstSeen).uid != pod.UID {
@@ -139,6 +144,8 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 			iface.Error = f.msg
 			r.fail(pod, f, pod.Annotations[assignment.Annotation])
 			retry = true
+		case errors.Is(err, errPoolLoading):
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		case err != nil:
 			return ctrl.Result{}, err
 		}
@@ -159,6 +166,12 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{RequeueAfter: retryFailed}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// servable: the pod is bound to a node and neither going away nor finished, so its addresses are due.
+func servable(pod *corev1.Pod) bool {
+	return pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil &&
+		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
 // braidIPAM resolves a selection's NAD and reports whether it uses braid-ipam; a NAD whose braid-ipam
@@ -213,9 +226,13 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		return assignment.Interface{}, &failure{ReasonInvalidNetworkConfig,
 			fmt.Sprintf("network %s: ipam.pools must name at least one IPPool", sel.Key())}
 	}
-	eligible, families, why, err := r.eligiblePools(ctx, pod, conf.Pools)
+	choice, err := r.eligiblePools(ctx, pod, conf.Pools)
 	if err != nil {
 		return assignment.Interface{}, err
+	}
+	eligible := choice.eligible
+	if len(choice.missing) > 0 {
+		r.warnMissing(pod, sel, choice.missing)
 	}
 
 	var got []braidv1.FloatingIP
@@ -249,11 +266,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		return describe(got, eligible), nil
 	}
 
-	for _, is4 := range families {
+	for _, is4 := range choice.families {
 		if covered[is4] {
 			continue
 		}
-		f, err := r.allocate(ctx, pod, sel, eligible, is4, why)
+		f, err := r.allocate(ctx, pod, sel, eligible, is4, choice.why)
 		if err != nil {
 			return describe(got, eligible), err
 		}
@@ -262,43 +279,56 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 	return describe(got, eligible), nil
 }
 
-// eligiblePools returns the named pools that exist, are valid, and match the pod's node and namespace, in
-// the NAD's order; the families the named pools offer (IPv4 first if named first); and why pools were skipped.
-func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, names []string) ([]candidate, []bool, []string, error) {
-	var eligible []candidate
-	var families []bool
-	var why []string
+// poolChoice is what the pools a network names offer a pod.
+type poolChoice struct {
+	eligible []candidate // the named pools that exist, are valid, and match the pod's node and namespace, in order
+	families []bool      // the families (is IPv4) the named pools offer, IPv4 first if named first
+	why      []string    // why named pools were skipped
+	missing  []string    // named pools that do not exist (yet)
+}
+
+// errPoolLoading: a named pool exists and is valid but the allocator has not loaded it yet (it was created a
+// moment ago). The pod waits for it rather than be served without its family.
+var errPoolLoading = errors.New("a named IPPool is being loaded")
+
+// eligiblePools sorts the pools a network names for a pod.
+func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, names []string) (poolChoice, error) {
+	var c poolChoice
 	for _, name := range names {
 		ipp := &braidv1.IPPool{}
 		if err := r.Get(ctx, types.NamespacedName{Name: name}, ipp); err != nil {
 			if apierrors.IsNotFound(err) {
-				why = append(why, fmt.Sprintf("IPPool %s not found", name))
+				c.why = append(c.why, fmt.Sprintf("IPPool %s not found", name))
+				c.missing = append(c.missing, name)
 				continue
 			}
-			return nil, nil, nil, err
+			return c, err
 		}
 		m, ok := r.state.alloc.Model(name)
 		if !ok {
-			why = append(why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
+			if _, err := pool.Parse(ipp.Spec); err == nil {
+				return c, fmt.Errorf("IPPool %s: %w", name, errPoolLoading)
+			}
+			c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
 			continue
 		}
-		if is4 := m.Prefix.Addr().Is4(); !slices.Contains(families, is4) {
-			families = append(families, is4)
+		if is4 := m.Prefix.Addr().Is4(); !slices.Contains(c.families, is4) {
+			c.families = append(c.families, is4)
 		}
 		match, reason, err := r.matches(ctx, pod, ipp)
 		if err != nil {
-			return nil, nil, nil, err
+			return c, err
 		}
 		if !match {
-			why = append(why, fmt.Sprintf("IPPool %s: %s", name, reason))
+			c.why = append(c.why, fmt.Sprintf("IPPool %s: %s", name, reason))
 			continue
 		}
-		eligible = append(eligible, candidate{name: name, model: m})
+		c.eligible = append(c.eligible, candidate{name: name, model: m})
 	}
-	if len(families) == 0 {
-		return nil, nil, why, &failure{ReasonNoEligiblePool, "no eligible pool: " + strings.Join(why, "; ")}
+	if len(c.families) == 0 {
+		return c, &failure{ReasonNoEligiblePool, "no eligible pool: " + strings.Join(c.why, "; ")}
 	}
-	return eligible, families, why, nil
+	return c, nil
 }
 
 // matches checks a pool's node and namespace selectors against the pod's node and namespace.
@@ -527,4 +557,20 @@ func jsonQuote(s string) string {
 		return s
 	}
 	return string(b)
+}
+
+// warnMissing tells the pod, once per distinct message, that its network names pools that do not exist.
+func (r *podReconciler) warnMissing(pod *corev1.Pod, sel podnet.Selection, missing []string) {
+	noun := "IPPool " + missing[0] + " not found"
+	if len(missing) > 1 {
+		noun = "IPPools " + strings.Join(missing, ", ") + " not found"
+	}
+	msg := fmt.Sprintf("network %s: %s; the interface is served from the other pools it names, and from the "+
+		"missing ones when they are created (an interface already set up keeps the addresses it has)", sel.Key(), noun)
+	key := pod.Namespace + "/" + pod.Name
+	if last, ok := r.warned.Load(key); ok && last.(written) == (written{pod.UID, msg}) {
+		return
+	}
+	r.warned.Store(key, written{pod.UID, msg})
+	r.events.Eventf(pod, nil, corev1.EventTypeWarning, ReasonPoolNotFound, "AllocateAddress", "%s", msg)
 }

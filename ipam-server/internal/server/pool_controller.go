@@ -100,6 +100,7 @@ func (r *poolReconciler) load(ctx context.Context, p *braidv1.IPPool) error {
 		for i := range list.Items {
 			r.state.observe(&list.Items[i])
 		}
+		r.state.loaded(ctx, p.Name)
 	}
 	return nil
 }

@@ -233,6 +233,10 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
 		})).
+		WatchesRawSource(source.Channel(s.poolLoaded, handler.EnqueueRequestsFromMapFunc(
+			func(ctx context.Context, o client.Object) []reconcile.Request {
+				return podsNamingPool(ctx, c, o.GetName(), defaults)
+			}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(&podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}); err != nil {
 		return err

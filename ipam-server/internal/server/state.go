@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -27,11 +28,14 @@ type state struct {
 	// poolChanged names pools whose addresses changed in the allocator, so their status is recounted after
 	// the change (a FloatingIP event alone may be handled before the allocator has seen it).
 	poolChanged chan event.GenericEvent
+	// poolLoaded names pools just loaded into the allocator (created, or valid again), whose pods may wait for
+	// them: the pod controller serves the pods of the networks that name them.
+	poolLoaded chan event.GenericEvent
 }
 
 func newState(now func() time.Time) *state {
 	return &state{alloc: allocator.New(), now: now, pending: map[string]map[string]*braidv1.FloatingIP{},
-		poolChanged: make(chan event.GenericEvent, 1024)}
+		poolChanged: make(chan event.GenericEvent, 1024), poolLoaded: make(chan event.GenericEvent, 64)}
 }
 
 // changed asks for the pool's status to be recounted; when the queue is full a recount is due anyway.
@@ -39,6 +43,14 @@ func (s *state) changed(pool string) {
 	select {
 	case s.poolChanged <- event.GenericEvent{Object: &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pool}}}:
 	default:
+	}
+}
+
+// loaded announces a pool just loaded into the allocator; it waits for room, or for ctx to end.
+func (s *state) loaded(ctx context.Context, pool string) {
+	select {
+	case s.poolLoaded <- event.GenericEvent{Object: &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pool}}}:
+	case <-ctx.Done():
 	}
 }
 
