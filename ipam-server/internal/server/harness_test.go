@@ -235,3 +235,17 @@ func podEvents(t *testing.T, ns, name string) []string {
 	}
 	return out
 }
+
+// awaitEvent waits until the pod has an Event of the reason whose message contains want.
+func awaitEvent(t *testing.T, ns, pod, reason, want string) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("an Event %s on %s saying %q", reason, pod, want), func() (bool, string) {
+		evs := podEvents(t, ns, pod)
+		for _, e := range evs {
+			if r, msg, _ := strings.Cut(e, ": "); r == reason && strings.Contains(msg, want) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("events: %q", evs)
+	})
+}

@@ -1,8 +1,6 @@
 package server_test
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,15 +23,7 @@ func TestAPoolCreatedLaterCompletesThePodsNamingIt(t *testing.T) {
 	if got := assignments(t, ns, "p1", "net1").Interfaces["net1"].Addresses; len(got) != 1 || got[0].Pool != "late-v4" {
 		t.Fatalf("before late-v6 exists: addresses %+v, want one from late-v4", got)
 	}
-	eventually(t, 10*time.Second, "a Warning Event names the missing pool", func() (bool, string) {
-		evs := podEvents(t, ns, "p1")
-		for _, e := range evs {
-			if strings.HasPrefix(e, "IPPoolNotFound: ") && strings.Contains(e, "IPPool late-v6 not found") {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("events: %q", evs)
-	})
+	awaitEvent(t, ns, "p1", "IPPoolNotFound", "IPPool late-v6 not found")
 
 	mkPool(t, "late-v6", "2001:db8:7::/64")
 	eventually(t, 10*time.Second, "the pod gets an IPv6 address from the new pool", func() (bool, string) {

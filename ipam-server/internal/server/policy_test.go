@@ -168,15 +168,7 @@ func TestStaticAddresses(t *testing.T) {
 		{"gateway", "192.0.2.1/24", "RequestedAddressOutsidePool"},
 	} {
 		mkPod(t, ns, tc.pod, "node-1", fmt.Sprintf(`[{"name":"s","ips":[%q]}]`, tc.ip))
-		eventually(t, 10*time.Second, tc.pod+" refused with an Event", func() (bool, string) {
-			evs := podEvents(t, ns, tc.pod)
-			for _, e := range evs {
-				if strings.HasPrefix(e, tc.reason+": ") && strings.Contains(e, strings.Split(tc.ip, "/")[0]) {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("events: %v", evs)
-		})
+		awaitEvent(t, ns, tc.pod, tc.reason, strings.Split(tc.ip, "/")[0])
 		eventually(t, 10*time.Second, tc.pod+"'s annotation says why", func() (bool, string) {
 			p := &corev1.Pod{}
 			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tc.pod}, p); err != nil {
@@ -204,15 +196,7 @@ func TestExhaustion(t *testing.T) {
 		assignments(t, ns, fmt.Sprintf("t%d", i), "net1")
 	}
 	mkPod(t, ns, "ninth", "node-1", "t")
-	eventually(t, 10*time.Second, "the 9th pod is told", func() (bool, string) {
-		evs := podEvents(t, ns, "ninth")
-		for _, e := range evs {
-			if strings.HasPrefix(e, "PoolExhausted: ") && strings.Contains(e, "tiny-v4") {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("events: %v", evs)
-	})
+	awaitEvent(t, ns, "ninth", "PoolExhausted", "tiny-v4")
 	// The Event and the pod's annotation are two writes; the annotation may land a moment after the Event.
 	eventually(t, 10*time.Second, "the 9th pod's annotation carries the reason", func() (bool, string) {
 		p := &corev1.Pod{}
@@ -247,20 +231,12 @@ func TestBadInputGetsEvents(t *testing.T) {
 	}
 	mkNAD(t, ns, "ghost", "no-such-pool")
 	startServer(t, "")
-	for _, tc := range []struct{ pod, networks, event string }{
-		{"bad-nad", "nopools", "InvalidNetworkConfig: NetworkAttachmentDefinition " + ns + "/nopools: spec.config: ipam.pools"},
-		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, `InvalidNetworks: k8s.v1.cni.cncf.io/networks: networks[0].ips[0]`},
-		{"missing-pool", "ghost", "NoEligiblePool: no eligible pool: IPPool no-such-pool not found"},
+	for _, tc := range []struct{ pod, networks, reason, message string }{
+		{"bad-nad", "nopools", "InvalidNetworkConfig", "NetworkAttachmentDefinition " + ns + "/nopools: spec.config: ipam.pools"},
+		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, "InvalidNetworks", `k8s.v1.cni.cncf.io/networks: networks[0].ips[0]`},
+		{"missing-pool", "ghost", "NoEligiblePool", "no eligible pool: IPPool no-such-pool not found"},
 	} {
 		mkPod(t, ns, tc.pod, "node-1", tc.networks)
-		eventually(t, 10*time.Second, tc.pod+" gets an Event", func() (bool, string) {
-			evs := podEvents(t, ns, tc.pod)
-			for _, e := range evs {
-				if strings.HasPrefix(e, tc.event) {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("events: %v", evs)
-		})
+		awaitEvent(t, ns, tc.pod, tc.reason, tc.message)
 	}
 }
