@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -24,7 +25,8 @@ func main() {
 	flag.DurationVar(&opts.RetryPeriod, "retry-period", 0, "leader-election retry period (default 2s)")
 	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 disables")
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables")
-	flag.DurationVar(&opts.Resync, "resync", 0, "re-reconcile everything this often (0: controller-runtime's default)")
+	flag.DurationVar(&opts.Resync, "resync", 10*time.Minute,
+		"re-reconcile every pod, FloatingIP and pool this often, a safety net for missed events (0: controller-runtime's default, 10h)")
 	flag.IntVar(&opts.Workers, "workers", 8, "concurrent pod reconciles")
 	flag.Func("default-networks", "braid's defaultNetworks as namespace/name, comma-separated: the same list as the braid conf on the nodes",
 		func(v string) error { opts.Defaults.Networks = splitList(v); return nil })
