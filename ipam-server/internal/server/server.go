@@ -229,7 +229,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || defaults.Apply(o.GetNamespace())
 	})
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
-		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks)).
+		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks, predicate.Funcs{UpdateFunc: podChangeMatters})).
 		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
 		})).
