@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -26,3 +27,22 @@ func Describe(fips []braidv1.FloatingIP, pools map[string]pool.Model) assignment
 	}
 	return describe(fips, cs)
 }
+
+// PoolsFor sorts the pools a network names for a pod as the pod controller does, reading them through c, with
+// only the given pools loaded into the allocator. It returns the eligible pools and the missing ones, or the
+// error: ErrPoolLoading for a valid pool the allocator has not loaded yet.
+func PoolsFor(ctx context.Context, c client.Client, pod *corev1.Pod, names []string, loaded map[string]pool.Model) (eligible, missing []string, err error) {
+	s := newState(time.Now)
+	for name, m := range loaded {
+		s.alloc.SetPool(name, m)
+	}
+	r := &podReconciler{Client: c, state: s}
+	choice, err := r.eligiblePools(ctx, pod, names)
+	for _, e := range choice.eligible {
+		eligible = append(eligible, e.name)
+	}
+	return eligible, choice.missing, err
+}
+
+// ErrPoolLoading is errPoolLoading.
+var ErrPoolLoading = errPoolLoading
