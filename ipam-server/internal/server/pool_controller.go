@@ -54,10 +54,15 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	status := p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
-	if err := r.load(ctx, p); err != nil {
+	m, err := pool.Parse(p.Spec)
+	if err != nil {
+		r.state.alloc.RemovePool(p.Name)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
 		return ctrl.Result{}, r.writeStatus(ctx, p, status)
+	}
+	if err := r.load(ctx, p.Name, m); err != nil {
+		return ctrl.Result{}, err
 	}
 	st, err := r.state.alloc.Stats(p.Name, r.state.now())
 	if err != nil {
@@ -84,24 +89,23 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
 }
 
-// load validates the pool and (re)loads it into the allocator; a pool seen for the first time also gets the
-// addresses its FloatingIPs already hold, which may have been observed before the pool existed.
-func (r *poolReconciler) load(ctx context.Context, p *braidv1.IPPool) error {
-	m, err := pool.Parse(p.Spec)
-	if err != nil {
-		r.state.alloc.RemovePool(p.Name)
-		return err
+// load (re)loads a valid pool into the allocator; a pool seen for the first time also gets the addresses its
+// FloatingIPs already hold, which may have been observed before the pool existed, and is announced to the pod
+// controller.
+func (r *poolReconciler) load(ctx context.Context, name string, m pool.Model) error {
+	if !r.state.alloc.SetPool(name, m) {
+		return nil
 	}
-	if r.state.alloc.SetPool(p.Name, m) {
-		list := &braidv1.FloatingIPList{}
-		if err := r.List(ctx, list, client.MatchingFields{indexPool: p.Name}); err != nil {
-			return fmt.Errorf("list FloatingIPs of pool %s: %w", p.Name, err)
-		}
-		for i := range list.Items {
-			r.state.observe(&list.Items[i])
-		}
-		r.state.loaded(ctx, p.Name)
+	list := &braidv1.FloatingIPList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexPool: name}); err != nil {
+		// Unloaded again, so that the retry loads the pool with its addresses, and announces it.
+		r.state.alloc.RemovePool(name)
+		return fmt.Errorf("list FloatingIPs of pool %s: %w", name, err)
 	}
+	for i := range list.Items {
+		r.state.observe(&list.Items[i])
+	}
+	r.state.loaded(ctx, name)
 	return nil
 }
 
