@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -46,3 +48,37 @@ func PoolsFor(ctx context.Context, c client.Client, pod *corev1.Pod, names []str
 
 // ErrPoolLoading is errPoolLoading.
 var ErrPoolLoading = errPoolLoading
+
+// PoolController is the pool controller alone, on a fresh state that is ready, reading and writing through c.
+type PoolController struct{ r *poolReconciler }
+
+func NewPoolController(c client.Client) *PoolController {
+	s := newState(time.Now)
+	s.ready.Store(true)
+	return &PoolController{&poolReconciler{Client: c, state: s, metrics: NewMetrics(prometheus.NewRegistry())}}
+}
+
+// Reconcile reconciles the named pool once.
+func (p *PoolController) Reconcile(ctx context.Context, name string) error {
+	_, err := p.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
+	return err
+}
+
+// Loaded reports whether the pool is in the allocator.
+func (p *PoolController) Loaded(name string) bool {
+	_, ok := p.r.state.alloc.Model(name)
+	return ok
+}
+
+// Announced drains the pools announced to the pod controller so far.
+func (p *PoolController) Announced() []string {
+	var out []string
+	for {
+		select {
+		case e := <-p.r.state.poolLoaded:
+			out = append(out, e.Object.GetName())
+		default:
+			return out
+		}
+	}
+}
