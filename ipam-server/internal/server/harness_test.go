@@ -210,14 +210,20 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// poolStatus reads a pool's status.
-func poolStatus(t *testing.T, name string) braidv1.IPPoolStatus {
+// getPool reads a pool from the API server.
+func getPool(t *testing.T, name string) *braidv1.IPPool {
 	t.Helper()
 	p := &braidv1.IPPool{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
 		t.Fatal(err)
 	}
-	return p.Status
+	return p
+}
+
+// poolStatus reads a pool's status.
+func poolStatus(t *testing.T, name string) braidv1.IPPoolStatus {
+	t.Helper()
+	return getPool(t, name).Status
 }
 
 // podEvents returns the reasons and messages of the Events about a pod.

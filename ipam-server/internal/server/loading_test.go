@@ -5,9 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/pool"
 	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
@@ -18,7 +15,7 @@ import (
 func TestAPoolNotLoadedYetMakesThePodWait(t *testing.T) {
 	mkPool(t, "loading-v4", "192.0.2.0/24")
 	mkPool(t, "loading-v6", "2001:db8:8::/64")
-	v4, err := pool.Parse(poolSpec(t, "loading-v4"))
+	v4, err := pool.Parse(getPool(t, "loading-v4").Spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +27,7 @@ func TestAPoolNotLoadedYetMakesThePodWait(t *testing.T) {
 		t.Fatalf("with loading-v6 not loaded: err = %v, want ErrPoolLoading", err)
 	}
 
-	v6, err := pool.Parse(poolSpec(t, "loading-v6"))
+	v6, err := pool.Parse(getPool(t, "loading-v6").Spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,13 +35,4 @@ func TestAPoolNotLoadedYetMakesThePodWait(t *testing.T) {
 	if err != nil || !slices.Equal(eligible, []string{"loading-v4", "loading-v6"}) || !slices.Equal(missing, []string{"loading-gone"}) {
 		t.Fatalf("with both loaded: eligible %v, missing %v, err %v; want both eligible and loading-gone missing", eligible, missing, err)
 	}
-}
-
-func poolSpec(t *testing.T, name string) braidv1.IPPoolSpec {
-	t.Helper()
-	p := &braidv1.IPPool{}
-	if err := k8s.Get(t.Context(), client.ObjectKey{Name: name}, p); err != nil {
-		t.Fatal(err)
-	}
-	return p.Spec
 }
