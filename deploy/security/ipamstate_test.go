@@ -61,6 +61,7 @@ func unchanged(t *testing.T, before client.Object, empty client.Object) {
 func TestNodeCannotWriteIPAMState(t *testing.T) {
 	ctx := t.Context()
 	p, f := pool("sec-node-pool"), floatingIP("sec-node-pool-198-51-100-10", "sec-node-pool", "198.51.100.10")
+	cleanPool(t, "sec-node-pool")
 	for _, o := range []client.Object{p, f} {
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -97,6 +98,7 @@ func TestNodeCannotWriteIPAMState(t *testing.T) {
 func TestIPAMServerWritesFloatingIPsNotPools(t *testing.T) {
 	ctx := t.Context()
 	p := pool("sec-srv-pool")
+	cleanPool(t, "sec-srv-pool")
 	if err := env.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}

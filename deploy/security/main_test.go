@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/crds/testenv"
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
 // braid's accounts and the pod annotations they write, as deploy/base and the code name them.
@@ -227,4 +228,22 @@ func binaries(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binDir
+}
+
+// cleanPool deletes the IPPool and its FloatingIPs when the test ends (they are cluster-scoped: a test's
+// namespace does not take them along), so that `go test -count=N` starts clean.
+func cleanPool(t *testing.T, name string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		fips := &braidv1.FloatingIPList{}
+		if err := env.Client.List(ctx, fips); err == nil {
+			for i := range fips.Items {
+				if fips.Items[i].Spec.Pool == name {
+					_ = env.Client.Delete(ctx, &fips.Items[i])
+				}
+			}
+		}
+		_ = env.Client.Delete(ctx, &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	})
 }

@@ -153,6 +153,7 @@ func TestIPAMServerWithItsOwnAccount(t *testing.T) {
 	// It serves a pod: FloatingIP created, braid.dev/ip-assignments patched on the pod (through the policy).
 	mkNodes(t, "node-a")
 	ns := env.Namespace(t)
+	cleanPool(t, "sec-server")
 	if err := env.Client.Create(ctx, pool("sec-server")); err != nil {
 		t.Fatal(err)
 	}
