@@ -19,7 +19,7 @@ import (
 func StartBraidDaemon(t testing.TB, braid, dir, node, kubeconfig string) string {
 	t.Helper()
 	socket := filepath.Join(dir, "run", "braid.sock")
-	log := &syncBuilder{}
+	log := &OutputBuffer{}
 	// Not the test's context: it ends before the cleanup below, which stops the daemon the way a kubelet does.
 	cmd := exec.CommandContext(context.Background(), braid, "daemon", "-socket", socket, "-node", node, "-kubeconfig", kubeconfig,
 		"-state-dir", filepath.Join(dir, "status-queue"))
@@ -54,19 +54,20 @@ func StartBraidDaemon(t testing.TB, braid, dir, node, kubeconfig string) string 
 	}
 }
 
-// syncBuilder collects a process's output, which its copying goroutines write while the test reads it.
-type syncBuilder struct {
+// OutputBuffer collects a running process's output, which its copying goroutines write while the test reads
+// it.
+type OutputBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (s *syncBuilder) Write(p []byte) (int, error) {
+func (s *OutputBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuilder) String() string {
+func (s *OutputBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/crds/testenv"
 )
 
 // output is what one process printed, by where it went.
@@ -41,24 +42,6 @@ func cni(t *testing.T, bin, command, ifName string, stdin []byte, pod *corev1.Po
 	name := fmt.Sprintf("%s %s of pod %s", filepath.Base(bin), command, pod.Name)
 	t.Logf("%s: exit %v\nstdout: %s\nstderr: %s", name, err, stdout.String(), stderr.String())
 	return []output{{name + " stdout", stdout.String()}, {name + " stderr", stderr.String()}}
-}
-
-// syncWriter lets the test read a running process's output.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }
 
 // replaceFile swaps a file's content by rename, as the kubelet rotates a projected token.
@@ -113,7 +96,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	install := exec.Command(filepath.Join(bin, "braid"), "install", "-binaries=", "-bin-dir", filepath.Join(dir, "bin"),
 		"-conf-dir", confDir, "-host-conf-dir", confDir, "-api-server", env.Config.Host, "-ca-file", filepath.Join(sa, "ca.crt"),
 		"-token-file", filepath.Join(sa, "token"), "-braid-conf", string(extra), "-resync", "200ms", "-debug")
-	installLog := &syncWriter{}
+	installLog := &testenv.OutputBuffer{}
 	install.Stdout, install.Stderr = installLog, installLog
 	if err := install.Start(); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/braid-cni/braid/crds/testenv"
 )
 
 // freePort returns a loopback address nothing listens on.
@@ -129,7 +131,7 @@ func TestIPAMServerWithItsOwnAccount(t *testing.T) {
 	cmd := exec.Command(filepath.Join(bin, "braid-ipam-server"), "--kubeconfig", kubeconfig,
 		"--leader-elect=true", "--leader-election-namespace", braidNS,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", probes, "--zap-log-level=debug")
-	log := &syncWriter{}
+	log := &testenv.OutputBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
