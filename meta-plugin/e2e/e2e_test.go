@@ -161,7 +161,6 @@ func (c *cluster) install(t *testing.T, work, typeKeys string) {
 	})
 }
 
-// startDaemon runs `braid daemon` on the node until the test ends.
 // startDaemon builds braid and runs `braid daemon` for the cluster's node, with its socket and state under
 // work, until the test ends; it returns the socket.
 func (c *cluster) startDaemon(t *testing.T, work string) string {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"slices"
 	"testing"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -31,12 +32,7 @@ func TestAddressesAreListedIPv4First(t *testing.T) {
 		cidrs = append(cidrs, a.CIDR)
 	}
 	want := []string{"192.0.2.3/24", "192.0.2.20/24", "2001:db8:1::2/64", "2001:db8:1::9/64"}
-	if len(cidrs) != len(want) {
+	if !slices.Equal(cidrs, want) {
 		t.Fatalf("addresses %v, want %v", cidrs, want)
-	}
-	for i := range want {
-		if cidrs[i] != want[i] {
-			t.Fatalf("addresses %v, want %v", cidrs, want)
-		}
 	}
 }
