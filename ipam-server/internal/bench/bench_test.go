@@ -60,7 +60,9 @@ type scenario struct {
 // TestBenchIPAM is `make bench-ipam`: whereabouts, then braid-ipam on nodes without braid's daemon
 // (BENCH-INFO ipam-nodaemon: it reads and watches the API server itself), then braid as deploy/ installs it,
 // with `braid daemon` running for every simulated node (BENCH ipam-multinic, and BENCH ipam last). Every ADD
-// runs the real plugin binary as a runtime does, right after the pod's creation.
+// runs the real plugin binary as a runtime does, right after the pod's creation. Each scenario also prints
+// the API writes it caused by resource, and the CPU each process spent per pod (BENCH-INFO ... cpu_ms_per_pod):
+// on this 2-core machine the latency follows the throughput, and the throughput the CPU per pod.
 func TestBenchIPAM(t *testing.T) {
 	if os.Getenv("BRAID_BENCH") == "" {
 		t.Skip("benchmark: run with make bench-ipam")
@@ -208,6 +210,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	// Let the server's cache see the NADs and pools, and the previous run's last pool status writes land,
 	// before the clock starts: wait until the API server has seen no write for six seconds.
 	writesBefore := h.quiet(t)
+	cpuBefore := takeCPU()
 	latencies := make([]time.Duration, s.pods)
 	var failures atomic.Int64
 	var firstErr atomic.Value
@@ -232,6 +235,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	close(work)
 	wg.Wait()
 	total := time.Since(start)
+	cpu := perPod(cpuBefore, takeCPU(), s.pods)
 	writes, breakdown := writesDuring(writesBefore, h.apiWrites(t))
 	writes -= float64(s.pods) // minus the pod creations themselves
 	if n := failures.Load(); n > 0 {
@@ -241,6 +245,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	slices.Sort(latencies)
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("BENCH-INFO %s writes %s\n", s.label, breakdown)
+	fmt.Printf("BENCH-INFO %s cpu_ms_per_pod %s\n", s.label, cpu)
 	return fmt.Sprintf("BENCH %s pods=%d nodes=%d networks=%d total_s=%.2f allocs_per_s=%.1f add_p50_ms=%.1f add_p99_ms=%.1f api_writes_per_alloc=%.2f failures=%d load=%s",
 		s.label, s.pods, nodes, s.networks, total.Seconds(), allocs/total.Seconds(), ms(pct(latencies, 50)), ms(pct(latencies, 99)),
 		writes/allocs, failures.Load(), strings.Fields(string(load))[0])
