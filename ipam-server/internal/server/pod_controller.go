@@ -64,7 +64,8 @@ type podReconciler struct {
 	// defaults are the networks braid attaches to every pod outside system namespaces.
 	defaults podnet.Defaults
 
-	written sync.Map // pod namespace/name -> written, to skip patches identical to one just made
+	// assigned is, by pod namespace/name, the assignment this process last wrote on the pod (an ownWrite).
+	assigned sync.Map
 	// seen is, by pod namespace/name, when this process first saw the pod bound to a node and not yet served,
 	// for the latency metric (creationTimestamp has whole seconds only).
 	seen sync.Map
@@ -78,10 +79,19 @@ type firstSeen struct {
 	at  time.Time
 }
 
-// written is the annotation value this process last wrote on a pod.
+// written is a value this process last gave a pod (a warning's message).
 type written struct {
 	uid   types.UID
 	value string
+}
+
+// ownWrite is the assignment this process last wrote on a pod, and whether the pod cache has shown it since
+// (its echo). Until the echo, a different value in the cache is the stale one the write replaced, and is left
+// alone; after it, a different value is someone else's edit, which the pod's next reconcile puts right.
+type ownWrite struct {
+	uid    types.UID
+	value  string
+	echoed bool
 }
 
 func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -92,7 +102,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
 		// A deleted pod's addresses are released by the FloatingIP controller, by policy.
 		if apierrors.IsNotFound(err) {
-			r.written.Delete(req.String())
+			r.assigned.Delete(req.String())
 			r.seen.Delete(req.String())
 			r.warned.Delete(req.String())
 		}
@@ -514,9 +524,10 @@ func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface
 func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignment.Assignments) error {
 	value := a.Encode()
 	key := pod.Namespace + "/" + pod.Name
-	if last, ok := r.written.Load(key); pod.Annotations[assignment.Annotation] == value ||
-		ok && last.(written) == (written{pod.UID, value}) {
-		r.seen.Delete(key) // recorded already (by this process, or another before it)
+	last, _ := r.assigned.Load(key)
+	mine := ownWrite{uid: pod.UID, value: value}
+	if pod.Annotations[assignment.Annotation] == value || last == mine {
+		r.seen.Delete(key) // recorded already (by another process before this one, or by this one: no echo yet)
 		return nil
 	}
 	// The patch names the one annotation (no diff of the whole pod: client.MergeFrom encodes it twice), and the
@@ -527,10 +538,11 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 	if err != nil {
 		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
+	r.assigned.Store(key, mine) // before the patch: its echo can reach the cache before its answer reaches us
 	if err := r.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		r.assigned.CompareAndDelete(key, mine)
 		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	r.written.Store(key, written{pod.UID, value})
 	complete := true
 	for _, iface := range a.Interfaces {
 		complete = complete && iface.Error == ""

@@ -46,3 +46,43 @@ func TestPodChangeMatters(t *testing.T) {
 		})
 	}
 }
+
+// TestAssignmentEdited: the echo of this process's own assignment write is dropped (and noted), any other
+// change of the annotation is passed, to be put right.
+func TestAssignmentEdited(t *testing.T) {
+	pod := func(value string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1", Annotations: map[string]string{}}}
+		if value != "" {
+			p.Annotations[assignment.Annotation] = value
+		}
+		return p
+	}
+	ours := ownWrite{uid: "uid-1", value: `{"ours":1}`}
+	for name, tc := range map[string]struct {
+		last         any // the reconciler's record of its write, if any
+		old, cur     string
+		want, echoed bool
+	}{
+		"our write's echo":            {ours, "", ours.value, false, true},
+		"our value in a later update": {ours, ours.value, ours.value, false, true},
+		"edited after our write":      {ours, ours.value, `{"forged":1}`, true, false},
+		"removed after our write":     {ours, ours.value, "", true, false},
+		"written by another replica":  {nil, "", `{"theirs":1}`, true, false},
+		"another pod of that name":      {ownWrite{uid: "uid-2", value: `{"forged":1}`}, "", `{"forged":1}`, true, false},
+		"unchanged, not ours":         {nil, `{"theirs":1}`, `{"theirs":1}`, false, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := &podReconciler{}
+			if tc.last != nil {
+				r.assigned.Store("ns/p", tc.last)
+			}
+			if got := r.assignmentEdited(event.UpdateEvent{ObjectOld: pod(tc.old), ObjectNew: pod(tc.cur)}); got != tc.want {
+				t.Errorf("assignmentEdited = %v, want %v", got, tc.want)
+			}
+			last, _ := r.assigned.Load("ns/p")
+			if w, ok := last.(ownWrite); ok && w.echoed != tc.echoed || !ok && tc.echoed {
+				t.Errorf("record after the event: %+v, want echoed=%v", last, tc.echoed)
+			}
+		})
+	}
+}

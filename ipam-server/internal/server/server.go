@@ -228,8 +228,12 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || defaults.Apply(o.GetNamespace())
 	})
+	pods := &podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}
+	podUpdate := func(e event.UpdateEvent) bool {
+		return pods.assignmentEdited(e) || podChangeMatters(e) // both, in this order: the first notes echoes
+	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
-		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks, predicate.Funcs{UpdateFunc: podChangeMatters})).
+		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks, predicate.Funcs{UpdateFunc: podUpdate})).
 		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
 		})).
@@ -238,7 +242,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 				return podsNamingPool(ctx, c, o.GetName(), defaults)
 			}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(&podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}); err != nil {
+		Complete(pods); err != nil {
 		return err
 	}
 
