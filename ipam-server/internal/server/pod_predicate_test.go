@@ -68,7 +68,7 @@ func TestAssignmentEdited(t *testing.T) {
 		"edited after our write":      {ours, ours.value, `{"forged":1}`, true, false},
 		"removed after our write":     {ours, ours.value, "", true, false},
 		"written by another replica":  {nil, "", `{"theirs":1}`, true, false},
-		"another pod of that name":      {ownWrite{uid: "uid-2", value: `{"forged":1}`}, "", `{"forged":1}`, true, false},
+		"another pod of that name":    {ownWrite{uid: "uid-2", value: `{"forged":1}`}, "", `{"forged":1}`, true, false},
 		"unchanged, not ours":         {nil, `{"theirs":1}`, `{"theirs":1}`, false, false},
 	} {
 		t.Run(name, func(t *testing.T) {
