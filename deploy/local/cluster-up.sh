@@ -116,6 +116,27 @@ launch() {
 	fail "$name" "did not start"
 }
 
+# launch_supervised NAME CMD... is launch with a restart loop around CMD, as a kubelet restarts its static
+# pods or systemd a unit with Restart=always. kube-scheduler exits on purpose when its cache disagrees with
+# the API server ("scheduler cache is corrupted", kubernetes/kubernetes#50916; the soak's API server restarts
+# and StatefulSet churn provoke it) and counts on being started again. Stopping the loop (SIGTERM) stops CMD.
+launch_supervised() {
+	local name=$1
+	shift
+	# shellcheck disable=SC2016 # $child, $rc and $@ belong to the loop's shell
+	launch "$name" bash -c '
+		trap '"'"'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0'"'"' TERM INT
+		while :; do
+			"$@" &
+			child=$!
+			wait "$child"
+			rc=$?
+			echo "==> supervisor: ${1##*/} exited with status $rc; starting it again in 1s"
+			sleep 1 &
+			wait $!
+		done' supervise "$@"
+}
+
 # wait_until NAME TIMEOUT WHAT CHECK... polls CHECK until it succeeds; fails (naming NAME) if NAME's
 # process dies or TIMEOUT seconds pass.
 wait_until() {
@@ -402,14 +423,14 @@ start_apiserver() {
 
 start_controllers() {
 	local kc=$STATE/controller-manager.kubeconfig sc=$STATE/scheduler.kubeconfig
-	launch kube-controller-manager "$BIN/kube-controller-manager" \
+	launch_supervised kube-controller-manager "$BIN/kube-controller-manager" \
 		--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
 		--bind-address 127.0.0.1 --secure-port "$KCM_PORT" --cert-dir "$PKI/controller-manager" \
 		--leader-elect=false --use-service-account-credentials \
 		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
 		--cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
 		--service-cluster-ip-range "$SERVICE_CIDR"
-	launch kube-scheduler "$BIN/kube-scheduler" \
+	launch_supervised kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig "$sc" --authentication-kubeconfig "$sc" --authorization-kubeconfig "$sc" \
 		--bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$PKI/scheduler" \
 		--leader-elect=false
