@@ -75,7 +75,11 @@ func TestAnEditedAssignmentIsPutRight(t *testing.T) {
 		what  string
 		value any // the annotation's new value; nil removes it
 	}{{"pointed at the other pod's address", forged.Encode()}, {"removed", nil}} {
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, assignment.Annotation, must(json.Marshal(edit.value)))
+		value, err := json.Marshal(edit.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, assignment.Annotation, value)
 		if err := k8s.Patch(t.Context(), p, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 			t.Fatal(err)
 		}
@@ -90,11 +94,4 @@ func TestAnEditedAssignmentIsPutRight(t *testing.T) {
 	if got := fips(t, "edited"); len(got) != 2 {
 		t.Errorf("pool holds %d FloatingIPs, want 2 (one per pod)", len(got))
 	}
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }
