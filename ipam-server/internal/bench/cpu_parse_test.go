@@ -23,6 +23,15 @@ func TestTakeCPU(t *testing.T) {
 	if err := busy.Start(); err != nil {
 		t.Fatal(err)
 	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = busy.Process.Kill()
+			_ = busy.Wait()
+		}
+	}
+	t.Cleanup(stop) // also when the test fails before it stops the shell
 	deadline := time.Now().Add(10 * time.Second)
 	for takeCPU()["sh"] < 100*time.Millisecond {
 		if time.Now().After(deadline) {
@@ -30,8 +39,7 @@ func TestTakeCPU(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_ = busy.Process.Kill()
-	_ = busy.Wait()
+	stop()
 	after := takeCPU()
 	if d := after["plugin-execs"] - before["plugin-execs"]; d < 100*time.Millisecond {
 		t.Errorf("reaped children's CPU grew by %v, want the shell's", d)
