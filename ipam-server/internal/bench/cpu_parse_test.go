@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -23,14 +24,7 @@ func TestTakeCPU(t *testing.T) {
 	if err := busy.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			_ = busy.Process.Kill()
-			_ = busy.Wait()
-		}
-	}
+	stop := sync.OnceFunc(func() { _ = busy.Process.Kill(); _ = busy.Wait() })
 	t.Cleanup(stop) // also when the test fails before it stops the shell
 	deadline := time.Now().Add(10 * time.Second)
 	for takeCPU()["sh"] < 100*time.Millisecond {
