@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,6 +117,14 @@ func TestSoak(t *testing.T) {
 		t.Logf("  %s", f)
 		if f.err != nil {
 			t.Errorf("fault %s did not recover: %v", f.kind, f.err)
+		}
+	}
+
+	// Not failures: the local cluster restarts these as a kubelet would (kube-scheduler exits on purpose when
+	// its cache disagrees with the API server), but a reader of the log should know they did.
+	for _, c := range []string{"kube-scheduler", "kube-controller-manager"} {
+		for _, l := range supervisorLines(filepath.Join(e.state, "logs", c+".log")) {
+			t.Logf("  %s: %s", c, l)
 		}
 	}
 
@@ -229,5 +238,35 @@ func (e *env) countPods(ctx context.Context, t *testing.T) func() (created, read
 		mu.Lock()
 		defer mu.Unlock()
 		return len(created), len(ready)
+	}
+}
+
+// supervisorLines returns what cluster-up.sh's restart loop wrote in a component's log: one line per exit.
+func supervisorLines(log string) []string {
+	raw, err := os.ReadFile(log)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "==> supervisor:") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestSupervisorLines(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "kube-scheduler.log")
+	if err := os.WriteFile(log, []byte("E1122 cache.go:568] Scheduler cache is corrupted\n"+
+		"==> supervisor: kube-scheduler exited with status 1; starting it again in 1s\nI1122 starting\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := supervisorLines(log)
+	if len(got) != 1 || !strings.Contains(got[0], "exited with status 1") {
+		t.Errorf("supervisorLines = %q, want the one restart", got)
+	}
+	if got := supervisorLines(filepath.Join(t.TempDir(), "missing.log")); got != nil {
+		t.Errorf("a missing log gave %q", got)
 	}
 }
