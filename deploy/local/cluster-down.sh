@@ -53,12 +53,35 @@ terminate() {
 	done
 }
 
-# stop NAME TIMEOUT stops one component by its PID file.
+# group_members PGID prints the running processes of process group PGID whose command line names $STATE
+# (so that a process which merely reuses the number is never touched).
+group_members() {
+	local p stat pgrp
+	for p in /proc/[0-9]*; do
+		read -r stat 2>/dev/null <"$p/stat" || continue
+		read -r _ _ pgrp _ <<<"${stat##*) }" # after the command name: state, ppid, pgrp
+		if [[ $pgrp != "$1" ]] || ! running "${p#/proc/}"; then continue; fi
+		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$STATE" && echo "${p#/proc/}"
+	done
+	return 0
+}
+
+# stop NAME TIMEOUT stops one component by its PID file, and what is left of its process group.
 stop() {
 	local name=$1 timeout=$2 pid
 	if pid=$(pid_of "$name"); then
 		step "stopping $name (pid $pid)"
 		terminate "$timeout" "$pid"
+	fi
+	# cluster-up.sh started it with setsid, so its process group's ID is the PID in its file. What is left
+	# of that group goes too: the child of a supervisor loop (launch_supervised) that died or was SIGKILLed.
+	local left=()
+	if pid=$(cat "$STATE/$name.pid" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]]; then
+		mapfile -t left < <(group_members "$pid")
+	fi
+	if [[ ${#left[@]} -gt 0 ]]; then
+		step "stopping what is left of $name's process group: ${left[*]}"
+		terminate "$timeout" "${left[@]}"
 	fi
 	rm -f "$STATE/$name.pid"
 }

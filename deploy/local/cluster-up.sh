@@ -117,7 +117,8 @@ launch() {
 }
 
 # launch_supervised NAME CMD... is launch with a restart loop around CMD, as a kubelet restarts its static
-# pods or systemd a unit with Restart=always. kube-scheduler exits on purpose when its cache disagrees with
+# pods or systemd a unit with Restart=always. CMD runs in the loop's process group, so stopping the group
+# (cluster-down.sh) ends CMD even when the loop itself had to be SIGKILLed. kube-scheduler exits on purpose when its cache disagrees with
 # the API server ("scheduler cache is corrupted", kubernetes/kubernetes#50916; the soak's API server restarts
 # and StatefulSet churn provoke it) and counts on being started again. Stopping the loop (SIGTERM) stops CMD.
 launch_supervised() {
@@ -512,7 +513,9 @@ start_kubelet() {
 	# change or every 5 minutes, so its current status is taken as is.
 	local since=""
 	alive kubelet || since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-	launch kubelet "$BIN/kubelet" --config "$STATE/kubelet-config.yaml" \
+	# Supervised like a node's systemd unit (Restart=always): kubelet exits on some errors and expects to
+	# be started again.
+	launch_supervised kubelet "$BIN/kubelet" --config "$STATE/kubelet-config.yaml" \
 		--kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$KUBELET_ROOT" \
 		--hostname-override "$NODE_NAME" "${args[@]}"
 	wait_until kubelet 60 registered kubectl_admin get node "$NODE_NAME"

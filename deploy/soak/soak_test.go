@@ -122,7 +122,7 @@ func TestSoak(t *testing.T) {
 
 	// Not failures: the local cluster restarts these as a kubelet would (kube-scheduler exits on purpose when
 	// its cache disagrees with the API server), but a reader of the log should know they did.
-	for _, c := range []string{"kube-scheduler", "kube-controller-manager"} {
+	for _, c := range []string{"kube-scheduler", "kube-controller-manager", "kubelet"} {
 		for _, l := range supervisorLines(filepath.Join(e.state, "logs", c+".log")) {
 			t.Logf("  %s: %s", c, l)
 		}
