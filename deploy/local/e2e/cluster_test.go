@@ -103,6 +103,10 @@ func TestLocalCluster(t *testing.T) {
 		t.Errorf("deleting namespace %s: %v", testNS, err)
 	}
 
+	t.Run("a supervised component is started again, and cluster-down stops an orphaned one", func(t *testing.T) {
+		testSupervisor(t, p)
+	})
+
 	t.Run("cluster-down leaves nothing behind", func(t *testing.T) {
 		downCtx, cancel := context.WithTimeout(context.Background(), downTimeout)
 		defer cancel()
