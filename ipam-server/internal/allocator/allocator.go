@@ -2,6 +2,11 @@
 // from the API server's FloatingIPs before serving, and the FloatingIP name (pool + address) remains the real
 // guard against double allocation; this index only makes the choice fast and well-ordered.
 //
+// It mirrors the FloatingIPs by name: an address is busy while any FloatingIP of it exists (holding, reserved,
+// or released and cooling down: its name is taken until it is deleted), and for a short while after this
+// process picked it for a FloatingIP it is creating. Counting objects, not addresses, keeps a second
+// FloatingIP of one address (an admin's, under another name) holding it when the first goes.
+//
 // Order of choice: addresses never used come first (lowest first), then released addresses whose cool-down has
 // passed, least recently released first, because switches and peers cache ARP/ND entries for a while.
 package allocator
@@ -28,16 +33,27 @@ var (
 	ErrNotUsable = errors.New("address not usable in this pool")
 )
 
-// Allocator tracks, per pool, which addresses are held and which were released when. Safe for concurrent use.
+// claimTTL bounds how long an address picked here stays busy without its FloatingIP showing up: a create
+// that failed without saying so, or one whose object was deleted before this process ever saw it, must not
+// keep the address forever.
+const claimTTL = time.Minute
+
+// Allocator tracks, per pool, the FloatingIPs of each address and when each address was released. Safe for
+// concurrent use.
 type Allocator struct {
 	mu    sync.Mutex
 	pools map[string]*state
 }
 
 type state struct {
-	model    pool.Model
-	held     map[netip.Addr]struct{}
-	released map[netip.Addr]time.Time // not held; value is when it was released
+	model pool.Model
+	// objects are the FloatingIPs of each address, by name; true for one released (cooling down, or waiting
+	// to be deleted), false for one that holds the address.
+	objects map[netip.Addr]map[string]bool
+	claimed map[netip.Addr]time.Time // picked here (Allocate, Claim) at that time; its FloatingIP not seen yet
+	// released is when the address was last released; kept after its FloatingIP is gone, for the cool-down
+	// and the least-recently-used order.
+	released map[netip.Addr]time.Time
 }
 
 // New returns an empty allocator.
@@ -45,8 +61,8 @@ func New() *Allocator {
 	return &Allocator{pools: map[string]*state{}}
 }
 
-// SetPool loads or replaces a pool's model; what is held or released stays recorded. It reports whether the
-// pool is new, so the caller can record the addresses already held in it.
+// SetPool loads or replaces a pool's model; what is recorded for its addresses stays. It reports whether the
+// pool is new, so the caller can record the FloatingIPs that already exist in it.
 func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -54,7 +70,8 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 		s.model = m
 		return false
 	}
-	a.pools[name] = &state{model: m, held: map[netip.Addr]struct{}{}, released: map[netip.Addr]time.Time{}}
+	a.pools[name] = &state{model: m, objects: map[netip.Addr]map[string]bool{}, claimed: map[netip.Addr]time.Time{},
+		released: map[netip.Addr]time.Time{}}
 	return true
 }
 
@@ -84,23 +101,50 @@ func (a *Allocator) get(name string) (*state, error) {
 	return s, nil
 }
 
-// Hold records an address as held whatever the pool's model says, as the server does for every existing
-// FloatingIP when it rebuilds (an admin may reserve any address by hand).
-func (a *Allocator) Hold(name string, addr netip.Addr) error {
+// Observe records FloatingIP object of addr as it exists in the API server: holding the address, or, with
+// releasedAt, released at that time. Whatever the pool's model says: an admin may reserve any address by hand.
+func (a *Allocator) Observe(name string, addr netip.Addr, object string, releasedAt *time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s, err := a.get(name)
 	if err != nil {
 		return err
 	}
-	s.held[addr] = struct{}{}
-	delete(s.released, addr)
+	if s.objects[addr] == nil {
+		s.objects[addr] = map[string]bool{}
+	}
+	s.objects[addr][object] = releasedAt != nil
+	delete(s.claimed, addr)
+	if releasedAt != nil && releasedAt.After(s.released[addr]) {
+		s.released[addr] = *releasedAt
+	}
 	return nil
 }
 
-// Claim holds a specific address a pod asked for (static `ips`). It must be usable and not held; an address
-// that is still cooling down may be claimed, since it was asked for by name.
-func (a *Allocator) Claim(name string, addr netip.Addr) error {
+// Forget records that FloatingIP object of addr was deleted at the given time. Deleting one that held the
+// address releases it then; one already released keeps its release time.
+func (a *Allocator) Forget(name string, addr netip.Addr, object string, at time.Time) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, err := a.get(name)
+	if err != nil {
+		return err
+	}
+	wasReleased, known := s.objects[addr][object]
+	delete(s.objects[addr], object)
+	if len(s.objects[addr]) == 0 {
+		delete(s.objects, addr)
+	}
+	if (!known || !wasReleased) && at.After(s.released[addr]) {
+		s.released[addr] = at
+	}
+	return nil
+}
+
+// Claim picks a specific address a pod asked for (static `ips`) at time now. It must be usable and neither
+// held by a FloatingIP nor picked already; one released and still cooling down (its FloatingIP may still
+// exist, to be taken over) may be claimed, since it was asked for by name.
+func (a *Allocator) Claim(name string, addr netip.Addr, now time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s, err := a.get(name)
@@ -110,28 +154,24 @@ func (a *Allocator) Claim(name string, addr netip.Addr) error {
 	if !s.model.Usable(addr) {
 		return fmt.Errorf("pool %q (%s): %s: %w", name, s.model.Prefix, addr, ErrNotUsable)
 	}
-	if _, ok := s.held[addr]; ok {
+	if s.holds(addr) || s.claimedAt(addr, now) {
 		return fmt.Errorf("pool %q: %s: %w", name, addr, ErrTaken)
 	}
-	s.held[addr] = struct{}{}
-	delete(s.released, addr)
+	s.claimed[addr] = now
 	return nil
 }
 
-// Release records that addr was released at the given time; it becomes reusable after the pool's cool-down.
-func (a *Allocator) Release(name string, addr netip.Addr, at time.Time) error {
+// Unclaim undoes Allocate or Claim when the FloatingIP could not be created.
+func (a *Allocator) Unclaim(name string, addr netip.Addr) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s, err := a.get(name)
-	if err != nil {
-		return err
+	if s, err := a.get(name); err == nil {
+		delete(s.claimed, addr)
 	}
-	delete(s.held, addr)
-	s.released[addr] = at
-	return nil
 }
 
-// Allocate picks and holds an address of the pool at time now.
+// Allocate picks an address of the pool at time now; it stays picked until its FloatingIP is observed, the
+// pick is undone, or claimTTL passes.
 func (a *Allocator) Allocate(name string, now time.Time) (netip.Addr, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -139,28 +179,57 @@ func (a *Allocator) Allocate(name string, now time.Time) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	addr, ok := s.neverUsed()
+	addr, ok := s.neverUsed(now)
 	if !ok {
 		addr, ok = s.leastRecentlyReleased(now)
 	}
 	if !ok {
 		return netip.Addr{}, fmt.Errorf("pool %q (%s): %w: %d held, %d cooling down", name, s.model.Prefix,
-			ErrExhausted, len(s.held), s.cooling(now))
+			ErrExhausted, s.busyCount(now), s.cooling(now))
 	}
-	s.held[addr] = struct{}{}
-	delete(s.released, addr)
+	s.claimed[addr] = now
 	return addr, nil
 }
 
-// neverUsed is the lowest usable address that is neither held nor ever released.
-func (s *state) neverUsed() (netip.Addr, bool) {
+// holds reports whether a FloatingIP holds addr (one that is not released).
+func (s *state) holds(addr netip.Addr) bool {
+	for _, released := range s.objects[addr] {
+		if !released {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *state) claimedAt(addr netip.Addr, now time.Time) bool {
+	at, ok := s.claimed[addr]
+	return ok && now.Sub(at) < claimTTL
+}
+
+// busy: a FloatingIP of the address exists, in any phase, or it was just picked.
+func (s *state) busy(addr netip.Addr, now time.Time) bool {
+	return len(s.objects[addr]) > 0 || s.claimedAt(addr, now)
+}
+
+func (s *state) busyCount(now time.Time) int {
+	n := len(s.objects)
+	for addr := range s.claimed {
+		if len(s.objects[addr]) == 0 && s.claimedAt(addr, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// neverUsed is the lowest usable address that is neither busy nor ever released.
+func (s *state) neverUsed(now time.Time) (netip.Addr, bool) {
 	for _, r := range s.model.Ranges {
 		for addr := r.Start; addr.IsValid() && addr.Compare(r.End) <= 0; addr = addr.Next() {
 			if x, ok := s.excludeOf(addr); ok {
 				addr = pool.Last(x) // the loop's Next steps past the excluded block
 				continue
 			}
-			if _, held := s.held[addr]; held {
+			if s.busy(addr, now) {
 				continue
 			}
 			if _, used := s.released[addr]; used {
@@ -174,12 +243,12 @@ func (s *state) neverUsed() (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// leastRecentlyReleased is the usable released address whose cool-down ended first.
+// leastRecentlyReleased is the usable released address, no longer busy, whose cool-down ended first.
 func (s *state) leastRecentlyReleased(now time.Time) (netip.Addr, bool) {
 	var best netip.Addr
 	var bestAt time.Time
 	for addr, at := range s.released {
-		if now.Sub(at) < s.model.Cooldown || !s.model.Usable(addr) {
+		if now.Sub(at) < s.model.Cooldown || !s.model.Usable(addr) || s.busy(addr, now) {
 			continue
 		}
 		if !best.IsValid() || at.Before(bestAt) || (at.Equal(bestAt) && addr.Less(best)) {
@@ -189,10 +258,11 @@ func (s *state) leastRecentlyReleased(now time.Time) (netip.Addr, bool) {
 	return best, best.IsValid()
 }
 
+// cooling counts the addresses released less than the cool-down ago and not busy otherwise.
 func (s *state) cooling(now time.Time) int {
 	n := 0
-	for _, at := range s.released {
-		if now.Sub(at) < s.model.Cooldown {
+	for addr, at := range s.released {
+		if now.Sub(at) < s.model.Cooldown && !s.holds(addr) && !s.claimedAt(addr, now) {
 			n++
 		}
 	}
@@ -211,7 +281,7 @@ func (s *state) excludeOf(addr netip.Addr) (netip.Prefix, bool) {
 // Stats is what the pool's status shows.
 type Stats struct {
 	Total *big.Int // addresses the pool can ever hand out
-	Used  int64    // usable addresses held or cooling down
+	Used  int64    // usable addresses busy (a FloatingIP exists, or just picked) or cooling down
 	Free  *big.Int // Total - Used
 }
 
@@ -224,13 +294,18 @@ func (a *Allocator) Stats(name string, now time.Time) (Stats, error) {
 		return Stats{}, err
 	}
 	var used int64
-	for addr := range s.held {
+	for addr := range s.objects {
 		if s.model.Usable(addr) {
 			used++
 		}
 	}
+	for addr := range s.claimed {
+		if len(s.objects[addr]) == 0 && s.claimedAt(addr, now) && s.model.Usable(addr) {
+			used++
+		}
+	}
 	for addr, at := range s.released {
-		if now.Sub(at) < s.model.Cooldown && s.model.Usable(addr) {
+		if now.Sub(at) < s.model.Cooldown && !s.busy(addr, now) && s.model.Usable(addr) {
 			used++
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/pool"
 )
@@ -34,9 +36,7 @@ func mustAlloc(t *testing.T, a *Allocator, now time.Time) netip.Addr {
 
 func TestAllocateSkipsExcludedGatewayAndHeld(t *testing.T) {
 	a := newPool(t, braidv1.IPPoolSpec{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.4/30", "192.0.2.9"}})
-	if err := a.Hold("p", netip.MustParseAddr("192.0.2.3")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, a.Observe("p", netip.MustParseAddr("192.0.2.3"), "reserved-by-hand", nil))
 	var got []string
 	for {
 		addr, err := a.Allocate("p", t0)
@@ -61,31 +61,93 @@ func TestAllocateSkipsExcludedGatewayAndHeld(t *testing.T) {
 	}
 }
 
+// fip plays a FloatingIP's life in the allocator as braid-ipam-server drives it: created (observed
+// holding), released at some time (observed released), deleted at some time (forgotten).
+type fip struct {
+	a    *Allocator
+	addr netip.Addr
+	name string
+}
+
+func created(t *testing.T, a *Allocator, addr netip.Addr) fip {
+	t.Helper()
+	f := fip{a, addr, "p-" + addr.String()}
+	must(t, a.Observe("p", addr, f.name, nil))
+	return f
+}
+
+func (f fip) release(t *testing.T, at time.Time) {
+	t.Helper()
+	must(t, f.a.Observe("p", f.addr, f.name, &at))
+}
+
+func (f fip) deleted(t *testing.T, at time.Time) {
+	t.Helper()
+	must(t, f.a.Forget("p", f.addr, f.name, at))
+}
+
 func TestCooldownAndLeastRecentlyUsed(t *testing.T) {
 	a := newPool(t, braidv1.IPPoolSpec{CIDR: "198.51.100.0/30"}) // .1 and .2 usable; cool-down 60s
-	x, y := mustAlloc(t, a, t0), mustAlloc(t, a, t0)
-	must(t, a.Release("p", y, t0.Add(1*time.Second)))
-	must(t, a.Release("p", x, t0.Add(2*time.Second)))
-
+	x, y := created(t, a, mustAlloc(t, a, t0)), created(t, a, mustAlloc(t, a, t0))
+	y.release(t, t0.Add(1*time.Second))
+	x.release(t, t0.Add(2*time.Second))
 	if _, err := a.Allocate("p", t0.Add(30*time.Second)); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("during cool-down: want ErrExhausted, got %v", err)
 	}
-	if got := mustAlloc(t, a, t0.Add(61*time.Second)); got != y {
-		t.Fatalf("after y's cool-down: got %s, want %s (released first)", got, y)
+	y.deleted(t, t0.Add(61*time.Second)) // the server deletes a released FloatingIP once its cool-down has passed
+	x.deleted(t, t0.Add(62*time.Second))
+	if got := mustAlloc(t, a, t0.Add(62*time.Second)); got != y.addr {
+		t.Fatalf("got %s, want %s (released first)", got, y.addr)
 	}
-	if _, err := a.Allocate("p", t0.Add(61*time.Second)); !errors.Is(err, ErrExhausted) {
-		t.Fatalf("x still cooling: want ErrExhausted, got %v", err)
+	if got := mustAlloc(t, a, t0.Add(62*time.Second)); got != x.addr {
+		t.Fatalf("got %s, want %s", got, x.addr)
 	}
-	if got := mustAlloc(t, a, t0.Add(62*time.Second)); got != x {
-		t.Fatalf("got %s, want %s", got, x)
+}
+
+// A released FloatingIP keeps its name, so its address cannot be handed out again until it is deleted, even
+// once the cool-down has passed (the create would be refused, and the address left held by nobody).
+func TestReleasedFloatingIPKeepsItsAddressUntilDeleted(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "198.51.100.0/31"}) // two usable addresses (RFC 3021)
+	x, y := created(t, a, mustAlloc(t, a, t0)), created(t, a, mustAlloc(t, a, t0))
+	x.release(t, t0)
+	if got, err := a.Allocate("p", t0.Add(time.Hour)); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("cool-down over, FloatingIP not deleted yet: want ErrExhausted, got %s %v", got, err)
 	}
+	x.deleted(t, t0.Add(time.Hour))
+	if got := created(t, a, mustAlloc(t, a, t0.Add(time.Hour))); got.addr != x.addr {
+		t.Fatalf("got %s, want %s", got.addr, x.addr)
+	}
+	// Deleting a FloatingIP that held its address (no cool-down recorded) starts the cool-down then.
+	y.deleted(t, t0.Add(2*time.Hour))
+	st, err := a.Stats("p", t0.Add(2*time.Hour+time.Second))
+	must(t, err)
+	if st.Used != 2 || st.Free.Sign() != 0 {
+		t.Fatalf("stats: used %d free %s, want 2 (one held, one cooling) and 0", st.Used, st.Free)
+	}
+}
+
+// Two FloatingIPs of one address (an admin's reservation under another name, made while a pod held it): the
+// address stays held until both are gone.
+func TestSecondFloatingIPKeepsTheAddressHeld(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "192.0.2.0/30", ReuseCooldown: &metav1.Duration{}})
+	x := created(t, a, mustAlloc(t, a, t0))
+	must(t, a.Observe("p", x.addr, "keep-router", nil))
+	x.deleted(t, t0)
+	if got := mustAlloc(t, a, t0); got == x.addr {
+		t.Fatalf("handed out %s while FloatingIP keep-router still holds it", got)
+	}
+	if err := a.Claim("p", x.addr, t0); !errors.Is(err, ErrTaken) {
+		t.Fatalf("claim of %s held by keep-router: want ErrTaken, got %v", x.addr, err)
+	}
+	must(t, a.Forget("p", x.addr, "keep-router", t0))
+	must(t, a.Claim("p", x.addr, t0))
 }
 
 func TestNeverUsedBeforeReused(t *testing.T) {
 	a := newPool(t, braidv1.IPPoolSpec{CIDR: "192.0.2.0/29"})
-	first := mustAlloc(t, a, t0)
-	must(t, a.Release("p", first, t0))
-	if got := mustAlloc(t, a, t0.Add(time.Hour)); got == first {
+	first := created(t, a, mustAlloc(t, a, t0))
+	first.deleted(t, t0)
+	if got := mustAlloc(t, a, t0.Add(time.Hour)); got == first.addr {
 		t.Fatalf("reused %s while never-used addresses remain", got)
 	}
 }
@@ -93,17 +155,38 @@ func TestNeverUsedBeforeReused(t *testing.T) {
 func TestClaim(t *testing.T) {
 	a := newPool(t, braidv1.IPPoolSpec{CIDR: "2001:db8:1::/64", Gateway: "2001:db8:1::1"})
 	want := netip.MustParseAddr("2001:db8:1::42")
-	must(t, a.Claim("p", want))
-	if err := a.Claim("p", want); !errors.Is(err, ErrTaken) {
+	must(t, a.Claim("p", want, t0))
+	if err := a.Claim("p", want, t0); !errors.Is(err, ErrTaken) {
 		t.Fatalf("second claim: want ErrTaken, got %v", err)
 	}
 	for _, bad := range []string{"2001:db8:1::1", "2001:db8:2::1", "2001:db8:1::"} {
-		if err := a.Claim("p", netip.MustParseAddr(bad)); !errors.Is(err, ErrNotUsable) {
+		if err := a.Claim("p", netip.MustParseAddr(bad), t0); !errors.Is(err, ErrNotUsable) {
 			t.Errorf("claim %s: want ErrNotUsable, got %v", bad, err)
 		}
 	}
 	if _, err := a.Allocate("nope", t0); !errors.Is(err, ErrUnknownPool) {
 		t.Fatalf("unknown pool: got %v", err)
+	}
+	// Asked for by name, a released address may be claimed during its cool-down, its FloatingIP still there.
+	f := created(t, a, want)
+	f.release(t, t0)
+	must(t, a.Claim("p", want, t0.Add(time.Second)))
+}
+
+// A pick whose FloatingIP never shows up (a create that failed unseen, or an object deleted before this
+// process saw it) frees the address after claimTTL; Unclaim frees it at once.
+func TestPickWithoutFloatingIPExpires(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "198.51.100.0/31"})
+	x, y := mustAlloc(t, a, t0), mustAlloc(t, a, t0)
+	if _, err := a.Allocate("p", t0.Add(claimTTL-time.Second)); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("want ErrExhausted while both picks are fresh, got %v", err)
+	}
+	a.Unclaim("p", y)
+	if got := mustAlloc(t, a, t0); got != y {
+		t.Fatalf("after Unclaim: got %s, want %s", got, y)
+	}
+	if got := mustAlloc(t, a, t0.Add(claimTTL)); got != x {
+		t.Fatalf("after claimTTL: got %s, want %s", got, x)
 	}
 }
 

@@ -3,6 +3,7 @@ package allocator
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,13 +11,15 @@ import (
 	"github.com/braid-cni/braid/ipam-server/internal/pool"
 )
 
-// FuzzAllocator drives the allocator with random operations and checks every answer against a plain reference
-// model: it never hands out an address that is held, excluded, outside the pool, or in cool-down; it reports
-// exhaustion only when nothing is free; and it picks exactly the address the ordering rules name.
+// FuzzAllocator drives the allocator with random operations, playing FloatingIPs' lives as braid-ipam-server
+// does (picked, created, released, deleted, made by hand, a create failing), and checks every answer against a
+// plain reference model: it never hands out an address that is held, picked already, excluded, outside the
+// pool, in cool-down, or whose FloatingIP still exists; it reports exhaustion only when nothing is free; and it
+// picks exactly the address the ordering rules name.
 func FuzzAllocator(f *testing.F) {
-	f.Add([]byte{0, 0, 0, 1, 2, 0, 3, 9, 0, 0})
+	f.Add([]byte{0, 0, 0, 1, 0, 2, 0, 3, 0, 7, 9, 0, 0})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 200, 0, 0})
-	f.Add([]byte{2, 3, 2, 7, 0, 1, 3, 4, 1, 0, 0})
+	f.Add([]byte{2, 4, 2, 1, 0, 2, 0, 7, 200, 3, 0, 7, 200, 0, 0, 6, 3, 0, 0})
 	specs := []braidv1.IPPoolSpec{
 		{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.4/30", "192.0.2.9"}},
 		{CIDR: "2001:db8:1::/124", Ranges: []braidv1.IPRange{{Start: "2001:db8:1::2", End: "2001:db8:1::6"}, {Start: "2001:db8:1::a", End: "2001:db8:1::c"}}},
@@ -33,12 +36,12 @@ func FuzzAllocator(f *testing.F) {
 		}
 		a := New()
 		a.SetPool("p", m)
-		ref := reference{model: m, held: map[netip.Addr]bool{}, released: map[netip.Addr]time.Time{}}
+		ref := &reference{model: m, objects: map[netip.Addr]map[string]*time.Time{}, picked: map[netip.Addr]time.Time{}, released: map[netip.Addr]time.Time{}}
 		now := t0
 		candidates := addrsOf(m.Prefix)
 
 		for i := 1; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%4, int(ops[i+1])
+			op, arg := ops[i]%8, int(ops[i+1])
 			switch op {
 			case 0: // allocate
 				got, err := a.Allocate("p", now)
@@ -52,61 +55,156 @@ func FuzzAllocator(f *testing.F) {
 				if err != nil || got != want {
 					t.Fatalf("op %d: allocated %s (%v), reference says %s", i, got, err, want)
 				}
-				if ref.held[got] || !m.Usable(got) || !m.Prefix.Contains(got) {
-					t.Fatalf("op %d: handed out %s, which is held or not usable", i, got)
+				if ref.busy(got, now) || !m.Usable(got) || !m.Prefix.Contains(got) {
+					t.Fatalf("op %d: handed out %s, which is busy or not usable", i, got)
 				}
 				if at, ok := ref.released[got]; ok && now.Sub(at) < m.Cooldown {
 					t.Fatalf("op %d: handed out %s during its cool-down", i, got)
 				}
-				ref.held[got] = true
-				delete(ref.released, got)
-			case 1: // release a held address
-				var held []netip.Addr
-				for _, addr := range candidates { // in address order, so a crash replays exactly
-					if ref.held[addr] {
-						held = append(held, addr)
-					}
+				ref.picked[got] = now
+			case 1: // the FloatingIP of a picked address is created (and observed)
+				if addr, ok := pick(candidates, arg, func(a netip.Addr) bool { _, ok := ref.picked[a]; return ok }); ok {
+					must(t, a.Observe("p", addr, "p-"+addr.String(), nil))
+					ref.observe(addr, "p-"+addr.String(), nil)
 				}
-				if len(held) > 0 {
-					addr := held[arg%len(held)]
-					must(t, a.Release("p", addr, now))
-					delete(ref.held, addr)
-					ref.released[addr] = now
+			case 2: // a holding FloatingIP is released now
+				if addr, name, ok := ref.object(candidates, arg, false); ok {
+					at := now
+					must(t, a.Observe("p", addr, name, &at))
+					ref.observe(addr, name, &at)
 				}
-			case 2: // claim a specific address
+			case 3: // a FloatingIP, holding or released, is deleted now
+				if addr, name, ok := ref.object(candidates, arg, true); ok {
+					must(t, a.Forget("p", addr, name, now))
+					ref.forget(addr, name, now)
+				}
+			case 4: // claim a specific address
 				addr := candidates[arg%len(candidates)]
-				err := a.Claim("p", addr)
+				err := a.Claim("p", addr, now)
 				switch {
 				case !m.Usable(addr):
 					if !errors.Is(err, ErrNotUsable) {
 						t.Fatalf("op %d: claim of unusable %s: %v", i, addr, err)
 					}
-				case ref.held[addr]:
+				case ref.holds(addr) || ref.freshPick(addr, now):
 					if !errors.Is(err, ErrTaken) {
 						t.Fatalf("op %d: claim of held %s: %v", i, addr, err)
 					}
 				default:
 					must(t, err)
-					ref.held[addr] = true
-					delete(ref.released, addr)
+					ref.picked[addr] = now
 				}
-			case 3: // let time pass
+			case 5: // let time pass
 				now = now.Add(time.Duration(arg) * time.Second)
+			case 6: // an admin reserves an address by hand, under a name of their own
+				addr := candidates[arg%len(candidates)]
+				must(t, a.Observe("p", addr, "hand-"+addr.String(), nil))
+				ref.observe(addr, "hand-"+addr.String(), nil)
+			case 7: // the create of a picked address failed
+				if addr, ok := pick(candidates, arg, func(a netip.Addr) bool { _, ok := ref.picked[a]; return ok }); ok {
+					a.Unclaim("p", addr)
+					delete(ref.picked, addr)
+				}
 			}
+		}
+		st, err := a.Stats("p", now)
+		must(t, err)
+		if want := ref.used(now); st.Used != want {
+			t.Fatalf("stats: used %d, reference says %d", st.Used, want)
 		}
 	})
 }
 
-// reference is the obviously-correct, slow version of the ordering rules.
+// pick returns the arg-th (modulo) candidate that satisfies ok, in address order (so a crash replays exactly).
+func pick(candidates []netip.Addr, arg int, ok func(netip.Addr) bool) (netip.Addr, bool) {
+	var in []netip.Addr
+	for _, addr := range candidates {
+		if ok(addr) {
+			in = append(in, addr)
+		}
+	}
+	if len(in) == 0 {
+		return netip.Addr{}, false
+	}
+	return in[arg%len(in)], true
+}
+
+// reference is the obviously-correct, slow version of the rules.
 type reference struct {
 	model    pool.Model
-	held     map[netip.Addr]bool
+	objects  map[netip.Addr]map[string]*time.Time // FloatingIPs by name; non-nil: released then
+	picked   map[netip.Addr]time.Time
 	released map[netip.Addr]time.Time
+}
+
+func (r *reference) observe(addr netip.Addr, name string, releasedAt *time.Time) {
+	if r.objects[addr] == nil {
+		r.objects[addr] = map[string]*time.Time{}
+	}
+	r.objects[addr][name] = releasedAt
+	delete(r.picked, addr)
+	if releasedAt != nil && releasedAt.After(r.released[addr]) {
+		r.released[addr] = *releasedAt
+	}
+}
+
+func (r *reference) forget(addr netip.Addr, name string, at time.Time) {
+	if r.objects[addr][name] == nil && at.After(r.released[addr]) {
+		r.released[addr] = at
+	}
+	delete(r.objects[addr], name)
+	if len(r.objects[addr]) == 0 {
+		delete(r.objects, addr)
+	}
+}
+
+// object returns the arg-th FloatingIP (by address, then name), of any phase with anyPhase, else holding ones.
+func (r *reference) object(candidates []netip.Addr, arg int, anyPhase bool) (netip.Addr, string, bool) {
+	type obj struct {
+		addr netip.Addr
+		name string
+	}
+	var all []obj
+	for _, addr := range candidates {
+		var names []string
+		for name, rel := range r.objects[addr] {
+			if anyPhase || rel == nil {
+				names = append(names, name)
+			}
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			all = append(all, obj{addr, n})
+		}
+	}
+	if len(all) == 0 {
+		return netip.Addr{}, "", false
+	}
+	o := all[arg%len(all)]
+	return o.addr, o.name, true
+}
+
+func (r *reference) holds(addr netip.Addr) bool {
+	for _, rel := range r.objects[addr] {
+		if rel == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reference) freshPick(addr netip.Addr, now time.Time) bool {
+	at, ok := r.picked[addr]
+	return ok && now.Sub(at) < claimTTL
+}
+
+func (r *reference) busy(addr netip.Addr, now time.Time) bool {
+	return len(r.objects[addr]) > 0 || r.freshPick(addr, now)
 }
 
 func (r *reference) next(now time.Time) (netip.Addr, bool) {
 	for _, addr := range addrsOf(r.model.Prefix) {
-		if _, used := r.released[addr]; !used && !r.held[addr] && r.model.Usable(addr) {
+		if _, used := r.released[addr]; !used && !r.busy(addr, now) && r.model.Usable(addr) {
 			return addr, true
 		}
 	}
@@ -114,7 +212,7 @@ func (r *reference) next(now time.Time) (netip.Addr, bool) {
 	var bestAt time.Time
 	for _, addr := range addrsOf(r.model.Prefix) {
 		at, ok := r.released[addr]
-		if !ok || now.Sub(at) < r.model.Cooldown || !r.model.Usable(addr) {
+		if !ok || now.Sub(at) < r.model.Cooldown || !r.model.Usable(addr) || r.busy(addr, now) {
 			continue
 		}
 		if !best.IsValid() || at.Before(bestAt) {
@@ -122,6 +220,21 @@ func (r *reference) next(now time.Time) (netip.Addr, bool) {
 		}
 	}
 	return best, best.IsValid()
+}
+
+// used counts the usable addresses that are busy or cooling down.
+func (r *reference) used(now time.Time) int64 {
+	var n int64
+	for _, addr := range addrsOf(r.model.Prefix) {
+		if !r.model.Usable(addr) {
+			continue
+		}
+		at, released := r.released[addr]
+		if r.busy(addr, now) || (released && now.Sub(at) < r.model.Cooldown) {
+			n++
+		}
+	}
+	return n
 }
 
 func addrsOf(p netip.Prefix) []netip.Addr {

@@ -58,6 +58,7 @@ func (f *failure) Error() string { return f.msg }
 // podReconciler serves pods that ask for braid-ipam networks once they are bound to a node.
 type podReconciler struct {
 	client.Client
+	api     client.Reader // the API server itself, uncached
 	state   *state
 	events  events.EventRecorder
 	metrics *Metrics
@@ -388,7 +389,8 @@ func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podne
 		if c.model.Prefix.Addr().Is4() != is4 {
 			continue
 		}
-		// An address whose FloatingIP exists already (the cache lagged) is marked held and the next one tried.
+		// An address whose FloatingIP exists already (the cache lagged) stays picked until the cache shows
+		// that FloatingIP, and the next one is tried.
 		for range 64 {
 			addr, err := r.state.alloc.Allocate(c.name, r.state.now())
 			if errors.Is(err, allocator.ErrExhausted) {
@@ -403,7 +405,7 @@ func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podne
 				continue
 			}
 			if err != nil {
-				_ = r.state.alloc.Release(c.name, addr, time.Time{})
+				r.state.alloc.Unclaim(c.name, addr)
 				return nil, err
 			}
 			return f, nil
@@ -415,33 +417,63 @@ func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podne
 	return nil, &failure{ReasonNoEligiblePool, fmt.Sprintf("network %s: no eligible %s pool: %s", sel.Key(), family, strings.Join(why, "; "))}
 }
 
-// claim holds a static address the pod asked for with "ips".
+// claim holds a static address the pod asked for with "ips". Pools may share a CIDR (split into ranges), so
+// each eligible pool containing the address is asked in turn.
 func (r *podReconciler) claim(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
 	addr netip.Addr) (*braidv1.FloatingIP, error) {
+	var notUsable []string
 	for _, c := range eligible {
 		if !c.model.Prefix.Contains(addr) {
 			continue
 		}
-		err := r.state.alloc.Claim(c.name, addr)
+		err := r.state.alloc.Claim(c.name, addr, r.state.now())
 		switch {
 		case errors.Is(err, allocator.ErrTaken):
 			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held in IPPool %s", sel.Key(), addr, c.name)}
 		case errors.Is(err, allocator.ErrNotUsable):
-			return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is not usable in IPPool %s (outside its ranges, excluded, or its gateway)", sel.Key(), addr, c.name)}
+			notUsable = append(notUsable, c.name)
+			continue
 		case err != nil:
 			return nil, err
 		}
 		f, err := r.create(ctx, pod, sel, c, addr)
 		if apierrors.IsAlreadyExists(err) {
-			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s)", sel.Key(), addr, FloatingIPName(c.name, addr))}
+			f, err = r.takeOver(ctx, pod, sel, c, addr)
 		}
 		if err != nil {
-			_ = r.state.alloc.Release(c.name, addr, time.Time{})
+			r.state.alloc.Unclaim(c.name, addr)
 			return nil, err
 		}
 		return f, nil
 	}
+	if len(notUsable) > 0 {
+		return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is not usable in IPPool %s (outside its ranges, excluded, or its gateway)",
+			sel.Key(), addr, strings.Join(notUsable, ", "))}
+	}
 	return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is outside every eligible pool", sel.Key(), addr)}
+}
+
+// takeOver gives the pod a statically requested address whose FloatingIP exists: one released (its previous
+// pod gone, the address cooling down) is deleted and made again for this pod, since the address was asked for
+// by name; one that holds the address refuses the request. The API server, not the cache, says which.
+func (r *podReconciler) takeOver(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, c candidate, addr netip.Addr) (*braidv1.FloatingIP, error) {
+	name := FloatingIPName(c.name, addr)
+	old := &braidv1.FloatingIP{}
+	if err := r.api.Get(ctx, types.NamespacedName{Name: name}, old); err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("read FloatingIP %s: %w", name, err)
+	} else if err == nil {
+		if old.Status.Phase != braidv1.FloatingIPReleased {
+			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s, pod %s)", sel.Key(), addr, name, old.Spec.Pod)}
+		}
+		if err := r.Delete(ctx, old, client.Preconditions{UID: &old.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("take over released FloatingIP %s: %w", name, err)
+		}
+	}
+	f, err := r.create(ctx, pod, sel, c, addr)
+	if apierrors.IsAlreadyExists(err) {
+		return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s)", sel.Key(), addr, name)}
+	}
+	return f, err
 }
 
 // create records the address in the API server: the FloatingIP's name makes the address this pod's alone.
@@ -457,9 +489,6 @@ func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.
 		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name}
 	}
 	if err := r.Create(ctx, f); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			_ = r.state.alloc.Hold(c.name, addr)
-		}
 		return nil, err
 	}
 	r.state.created(f)

@@ -228,7 +228,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || defaults.Apply(o.GetNamespace())
 	})
-	pods := &podReconciler{Client: c, state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}
+	pods := &podReconciler{Client: c, api: mgr.GetAPIReader(), state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}
 	podUpdate := func(e event.UpdateEvent) bool {
 		return pods.assignmentEdited(e) || podChangeMatters(e) // both, in this order: the first notes echoes
 	}

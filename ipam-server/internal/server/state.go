@@ -54,17 +54,23 @@ func (s *state) loaded(ctx context.Context, pool string) {
 	}
 }
 
-// observe applies a FloatingIP seen in the API (informer add/update, or the rebuild list) to the allocator.
+// observe applies a FloatingIP seen in the API (informer add/update, the rebuild list, or our own write) to the
+// allocator. The allocator knows each FloatingIP by UID: a name is reused when a released address is taken
+// over, and the old object's deletion must not drop the new one.
 func (s *state) observe(f *braidv1.FloatingIP) {
 	addr, err := netip.ParseAddr(f.Spec.IP)
 	if err != nil {
 		return
 	}
-	if f.Status.Phase == braidv1.FloatingIPReleased && f.Status.ReleasedAt != nil {
-		_ = s.alloc.Release(f.Spec.Pool, addr, f.Status.ReleasedAt.Time)
-	} else {
-		_ = s.alloc.Hold(f.Spec.Pool, addr)
+	var releasedAt *time.Time
+	if f.Status.Phase == braidv1.FloatingIPReleased {
+		at := s.now() // released by hand without a time: its cool-down starts now
+		if f.Status.ReleasedAt != nil {
+			at = f.Status.ReleasedAt.Time
+		}
+		releasedAt = &at
 	}
+	_ = s.alloc.Observe(f.Spec.Pool, addr, string(f.UID), releasedAt)
 	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -76,15 +82,14 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 	}
 }
 
-// forget applies a FloatingIP's deletion: its address is released now, unless it was already cooling down.
+// forget applies a FloatingIP's deletion: an address it held is released now; one it had released keeps
+// its release time. Another FloatingIP of the same address (an admin's) keeps holding it.
 func (s *state) forget(f *braidv1.FloatingIP) {
 	addr, err := netip.ParseAddr(f.Spec.IP)
 	if err != nil {
 		return
 	}
-	if f.Status.Phase != braidv1.FloatingIPReleased {
-		_ = s.alloc.Release(f.Spec.Pool, addr, s.now())
-	}
+	_ = s.alloc.Forget(f.Spec.Pool, addr, string(f.UID), s.now())
 	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	defer s.mu.Unlock()

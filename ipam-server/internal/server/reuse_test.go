@@ -1,0 +1,94 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+)
+
+// A static address whose pod was replaced (a Deployment's rollout, a single-replica StatefulSet on
+// OnPodDeletion) is still cooling down, its FloatingIP released but not deleted: the new pod, asking for it by
+// name, gets it, and the pool counts it once. Before, the create was refused, the address stayed held in
+// memory by nobody after the cool-down, and the new pod was refused for good.
+func TestStaticAddressGoesToThePodThatReplacesItsHolder(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "restatic-v4", "192.0.2.0/24", cooldown(time.Hour))
+	mkNAD(t, ns, "s", "restatic-v4")
+	startServer(t, "")
+	const ask = `[{"name":"s","ips":["192.0.2.42/24"]}]`
+	old := mkPod(t, ns, "web-a", "node-1", ask)
+	assignments(t, ns, "web-a", "net1")
+	deletePod(t, old)
+	eventually(t, 10*time.Second, "the old pod's FloatingIP released", func() (bool, string) {
+		fs := fips(t, "restatic-v4")
+		return len(fs) == 1 && fs[0].Status.Phase == braidv1.FloatingIPReleased, fmt.Sprintf("%+v", fs)
+	})
+
+	mkPod(t, ns, "web-b", "node-2", ask)
+	if got := addressesOf(assignments(t, ns, "web-b", "net1"), "net1"); got != "192.0.2.42/24" {
+		t.Fatalf("replacement pod got %q, want 192.0.2.42/24", got)
+	}
+	eventually(t, 10*time.Second, "one FloatingIP, the new pod's, counted once", func() (bool, string) {
+		fs, s := fips(t, "restatic-v4"), poolStatus(t, "restatic-v4")
+		ok := len(fs) == 1 && fs[0].Spec.Pod == ns+"/web-b" && fs[0].Status.Phase != braidv1.FloatingIPReleased && s.Used == 1
+		return ok, fmt.Sprintf("FloatingIPs %+v, used %d", fs, s.Used)
+	})
+}
+
+// Two pools may split one CIDR into ranges; a static address is served by the one whose range holds it.
+func TestStaticAddressFromTheSecondPoolOfACIDR(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, p := range []struct{ name, start, end string }{{"split-a", "192.0.2.10", "192.0.2.49"}, {"split-b", "192.0.2.50", "192.0.2.99"}} {
+		mkPool(t, p.name, "192.0.2.0/24", func(ip *braidv1.IPPool) {
+			ip.Spec.Ranges = []braidv1.IPRange{{Start: p.start, End: p.end}}
+		})
+	}
+	mkNAD(t, ns, "s", "split-a", "split-b")
+	startServer(t, "")
+	mkPod(t, ns, "want-60", "node-1", `[{"name":"s","ips":["192.0.2.60/24"]}]`)
+	if got := addressesOf(assignments(t, ns, "want-60", "net1"), "net1"); got != "192.0.2.60/24" {
+		t.Fatalf("got %q, want 192.0.2.60/24", got)
+	}
+	if fs := fips(t, "split-b"); len(fs) != 1 || fs[0].Spec.IP != "192.0.2.60" {
+		t.Fatalf("FloatingIPs of split-b: %+v", fs)
+	}
+}
+
+// An admin reserves an address a pod holds, under a name of their own: when the pod goes, the address stays
+// reserved; it is not handed out while the admin's FloatingIP exists.
+func TestReservationOfAHeldAddressOutlivesThePod(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "twice-v4", "203.0.113.0/30") // .1 and .2 usable; no cool-down
+	mkNAD(t, ns, "n", "twice-v4")
+	startServer(t, "")
+	first := mkPod(t, ns, "first", "node-1", "n")
+	held := addressesOf(assignments(t, ns, "first", "net1"), "net1")
+	if held != "203.0.113.1/30" {
+		t.Fatalf("first pod got %q", held)
+	}
+	keep := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "keep-router"}, Spec: braidv1.FloatingIPSpec{IP: "203.0.113.1", Pool: "twice-v4"}}
+	if err := k8s.Create(context.Background(), keep); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), keep) })
+	eventually(t, 10*time.Second, "both FloatingIPs seen", func() (bool, string) {
+		return len(fips(t, "twice-v4")) == 2, fmt.Sprintf("%d", len(fips(t, "twice-v4")))
+	})
+	deletePod(t, first)
+	eventually(t, 10*time.Second, "the pod's FloatingIP gone", func() (bool, string) {
+		fs := fips(t, "twice-v4")
+		return len(fs) == 1 && fs[0].Name == "keep-router", fmt.Sprintf("%+v", fs)
+	})
+	for i := range 2 {
+		mkPod(t, ns, fmt.Sprintf("next%d", i), "node-1", "n")
+	}
+	if got := addressesOf(assignments(t, ns, "next0", "net1"), "net1"); got != "203.0.113.2/30" {
+		t.Fatalf("next0 got %q, want 203.0.113.2/30", got)
+	}
+	awaitEvent(t, ns, "next1", "PoolExhausted", "twice-v4")
+}
