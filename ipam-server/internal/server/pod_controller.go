@@ -317,10 +317,19 @@ func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, name
 		}
 		m, ok := r.state.alloc.Model(name)
 		if !ok {
-			if _, err := pool.Parse(ipp.Spec); err == nil {
+			if _, err := pool.Parse(ipp.Spec); err != nil {
+				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
+				continue
+			}
+			older, err := olderOverlap(ctx, r.Client, ipp)
+			switch {
+			case err != nil:
+				return c, err
+			case older != "":
+				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid: it shares addresses with IPPool %s (see its conditions)", name, older))
+			default:
 				return c, fmt.Errorf("IPPool %s: %w", name, errPoolLoading)
 			}
-			c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
 			continue
 		}
 		if is4 := m.Prefix.Addr().Is4(); !slices.Contains(c.families, is4) {

@@ -61,6 +61,16 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
 		return ctrl.Result{}, r.writeStatus(ctx, p, status)
 	}
+	pools := &braidv1.IPPoolList{}
+	if err := r.List(ctx, pools, client.UnsafeDisableDeepCopy); err != nil { // read only
+		return ctrl.Result{}, fmt.Errorf("list IPPools: %w", err)
+	}
+	if older, addr, found := overlap(p, &m, pools.Items); found {
+		r.state.alloc.RemovePool(p.Name)
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
+			Reason: reasonOverlaps, Message: overlapMessage(older, addr), ObservedGeneration: p.Generation})
+		return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
+	}
 	if err := r.load(ctx, p.Name, m); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -124,14 +134,16 @@ func (r *poolReconciler) writeStatus(ctx context.Context, p *braidv1.IPPool, sta
 	return nil
 }
 
-// loadAll rebuilds the allocator from the API server: every valid pool, then every FloatingIP.
+// loadAll rebuilds the allocator from the API server: every valid pool that overlaps no older one, then every
+// FloatingIP.
 func loadAll(ctx context.Context, c client.Reader, s *state) error {
 	pools := &braidv1.IPPoolList{}
 	if err := c.List(ctx, pools); err != nil {
 		return fmt.Errorf("list IPPools: %w", err)
 	}
 	for i := range pools.Items {
-		if m, err := pool.Parse(pools.Items[i].Spec); err == nil {
+		m, err := pool.Parse(pools.Items[i].Spec)
+		if _, _, found := overlap(&pools.Items[i], &m, pools.Items); err == nil && !found {
 			s.alloc.SetPool(pools.Items[i].Name, m)
 		}
 	}

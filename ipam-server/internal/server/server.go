@@ -266,6 +266,10 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 
 	return ctrl.NewControllerManagedBy(mgr).Named("ippools").
 		For(&braidv1.IPPool{}).
+		// A pool's spec or existence decides whether the younger pools it overlaps may serve.
+		Watches(&braidv1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return poolRequests(ctx, c)
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(s.poolChanged, &handler.EnqueueRequestForObject{})).
 		Complete(&poolReconciler{Client: c, state: s, metrics: m})
 }
@@ -274,6 +278,18 @@ func observeObj(s *state, o any) {
 	if f, ok := o.(*braidv1.FloatingIP); ok {
 		s.observe(f)
 	}
+}
+
+func poolRequests(ctx context.Context, c client.Reader) []reconcile.Request {
+	list := &braidv1.IPPoolList{}
+	if err := c.List(ctx, list); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, p := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+	}
+	return out
 }
 
 func fipRequests(ctx context.Context, c client.Reader, sel client.MatchingFields) []reconcile.Request {

@@ -1,0 +1,68 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/server"
+)
+
+// Two pools of one network sharing addresses would each hand out the same address (each guards only its own
+// FloatingIP names): the younger is refused, naming the older and a shared address, until the overlap goes.
+// Pools with distinct VLANs are separate networks and both serve.
+func TestOverlappingPoolsDoNotBothServe(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "ovl-old", "192.0.2.0/24")
+	time.Sleep(1100 * time.Millisecond) // creationTimestamp has whole seconds: make the order plain
+	mkPool(t, "ovl-new", "192.0.2.0/25")
+	mkPool(t, "vlan-a", "198.51.100.0/24", func(p *braidv1.IPPool) { p.Spec.VLAN = ptr.To(int32(100)) })
+	mkPool(t, "vlan-b", "198.51.100.0/24", func(p *braidv1.IPPool) { p.Spec.VLAN = ptr.To(int32(200)) })
+	mkNAD(t, ns, "old", "ovl-old")
+	mkNAD(t, ns, "new", "ovl-new")
+	startServer(t, "")
+
+	ready := func(pool string) *metav1.Condition {
+		return meta.FindStatusCondition(poolStatus(t, pool).Conditions, server.ConditionReady)
+	}
+	eventually(t, 10*time.Second, "ovl-new refused, naming ovl-old", func() (bool, string) {
+		c := ready("ovl-new")
+		ok := c != nil && c.Status == metav1.ConditionFalse && c.Reason == "OverlapsPool" &&
+			strings.Contains(c.Message, "IPPool ovl-old") && strings.Contains(c.Message, "192.0.2.1 ")
+		return ok, fmt.Sprintf("%+v", c)
+	})
+	for _, p := range []string{"ovl-old", "vlan-a", "vlan-b"} {
+		eventually(t, 10*time.Second, p+" ready", func() (bool, string) {
+			c := ready(p)
+			return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+		})
+	}
+
+	mkPod(t, ns, "on-old", "node-1", "old")
+	mkPod(t, ns, "on-new", "node-1", "new")
+	if got := addressesOf(assignments(t, ns, "on-old", "net1"), "net1"); got != "192.0.2.1/24" {
+		t.Fatalf("on-old got %q", got)
+	}
+	awaitEvent(t, ns, "on-new", "NoEligiblePool", "IPPool ovl-new is not valid")
+
+	// The older pool goes: the younger one serves.
+	old := getPool(t, "ovl-old")
+	if err := k8s.Delete(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "ovl-new ready once ovl-old is gone", func() (bool, string) {
+		c := ready("ovl-new")
+		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+	})
+	if got := addressesOf(assignments(t, ns, "on-new", "net1"), "net1"); got == "" {
+		t.Fatal("on-new not served")
+	}
+}
+
