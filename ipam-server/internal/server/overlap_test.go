@@ -65,4 +65,3 @@ func TestOverlappingPoolsDoNotBothServe(t *testing.T) {
 		t.Fatal("on-new not served")
 	}
 }
-
