@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ type podReconciler struct {
 	// seen is, by pod namespace/name, when this process first saw the pod bound to a node and not yet served,
 	// for the latency metric (creationTimestamp has whole seconds only).
 	seen sync.Map
-	// warned is, by pod namespace/name, the last missing-pool warning given to the pod (a written).
+	// warned is, by pod namespace/name, the last warning of each kind given to the pod (map kind -> written).
 	warned sync.Map
 }
 
@@ -246,22 +247,16 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		r.warnMissing(pod, sel, choice.missing)
 	}
 
-	var got []braidv1.FloatingIP
+	got, err := r.keepHeld(ctx, pod, sel, held, eligible)
+	if err != nil {
+		return assignment.Interface{}, err
+	}
 	covered := map[bool]bool{} // is4 -> has an address
-	for i := range held {
-		f := &held[i]
-		if f.Spec.Network != sel.Key() {
-			continue
-		}
-		if f.Spec.PodUID != string(pod.UID) || f.Spec.Node != pod.Spec.NodeName {
-			if err := r.rebind(ctx, pod, f); err != nil {
-				return assignment.Interface{}, err
-			}
-		}
+	for _, f := range got {
 		addr, _ := netip.ParseAddr(f.Spec.IP)
 		covered[addr.Is4()] = true
-		got = append(got, *f)
 	}
+	eligible = r.withPoolsOf(got, eligible)
 
 	if len(sel.IPs) > 0 {
 		for _, addr := range sel.IPs {
@@ -617,10 +612,25 @@ func (r *podReconciler) warnMissing(pod *corev1.Pod, sel podnet.Selection, missi
 	}
 	msg := fmt.Sprintf("network %s: %s; the interface is served from the other pools it names, and from the "+
 		"missing ones when they are created (an interface already set up keeps the addresses it has)", sel.Key(), noun)
+	r.warnOnce(pod, "missing", ReasonPoolNotFound, msg)
+}
+
+// warnOnce gives the pod a warning Event, unless the last warning of that kind given to this pod said the same.
+// Reconciles of one pod do not run at once, so the copy-on-write of its warnings needs no lock.
+func (r *podReconciler) warnOnce(pod *corev1.Pod, kind, reason, msg string) {
 	key := pod.Namespace + "/" + pod.Name
-	if last, ok := r.warned.Load(key); ok && last.(written) == (written{pod.UID, msg}) {
+	var warnings map[string]written
+	if v, ok := r.warned.Load(key); ok {
+		warnings = v.(map[string]written)
+	}
+	if warnings[kind] == (written{pod.UID, msg}) {
 		return
 	}
-	r.warned.Store(key, written{pod.UID, msg})
-	r.events.Eventf(pod, nil, corev1.EventTypeWarning, ReasonPoolNotFound, "AllocateAddress", "%s", msg)
+	next := maps.Clone(warnings)
+	if next == nil {
+		next = map[string]written{}
+	}
+	next[kind] = written{pod.UID, msg}
+	r.warned.Store(key, next)
+	r.events.Eventf(pod, nil, corev1.EventTypeWarning, reason, "AllocateAddress", "%s", msg)
 }

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/podnet"
+)
+
+// ReasonReservedNotEligible warns that an address reserved for the pod's name (StatefulSet ordinal, Never
+// policy, an admin's reservation) comes from a pool that does not match the pod now (another rack's subnet,
+// an edited selector): it stays reserved, and the pod is served from an eligible pool.
+const ReasonReservedNotEligible = "ReservedAddressNotEligible"
+
+// keepHeld returns the FloatingIPs of the pod's interface that it keeps: those bound to this pod (it may run
+// with them configured; a pool edited since does not take them away), and those reserved for its name from a
+// pool eligible for it now, which are rebound to it. A reservation from a pool that is not eligible stays as
+// it is: rebinding it would configure another subnet's address on this node.
+func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, held []braidv1.FloatingIP,
+	eligible []candidate) ([]braidv1.FloatingIP, error) {
+	var got []braidv1.FloatingIP
+	for i := range held {
+		f := &held[i]
+		if f.Spec.Network != sel.Key() {
+			continue
+		}
+		bound := f.Spec.PodUID == string(pod.UID)
+		if !bound && !slices.ContainsFunc(eligible, func(c candidate) bool { return c.name == f.Spec.Pool }) {
+			r.warnOnce(pod, "reserved/"+f.Name, ReasonReservedNotEligible, fmt.Sprintf("network %s: FloatingIP %s (%s) is "+
+				"reserved for this pod's name, but IPPool %s does not match the pod's node or namespace now; it stays "+
+				"reserved, and the pod is served from an eligible pool", sel.Key(), f.Name, f.Spec.IP, f.Spec.Pool))
+			continue
+		}
+		if !bound || f.Spec.Node != pod.Spec.NodeName {
+			if err := r.rebind(ctx, pod, f); err != nil {
+				return nil, err
+			}
+		}
+		got = append(got, *f)
+	}
+	return got, nil
+}
+
+// withPoolsOf adds to the eligible pools the loaded pools of kept FloatingIPs that are not eligible now, so
+// that the pod's assignment still describes those addresses with their pool's gateway, routes and DNS.
+func (r *podReconciler) withPoolsOf(got []braidv1.FloatingIP, eligible []candidate) []candidate {
+	out := eligible
+	for _, f := range got {
+		if slices.ContainsFunc(out, func(c candidate) bool { return c.name == f.Spec.Pool }) {
+			continue
+		}
+		if m, ok := r.state.alloc.Model(f.Spec.Pool); ok {
+			out = append(slices.Clip(out), candidate{name: f.Spec.Pool, model: m})
+		}
+	}
+	return out
+}

@@ -1,0 +1,78 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+)
+
+// A StatefulSet pod whose ordinal keeps its address is recreated on another rack, whose subnet is another
+// pool: it gets an address of that rack's pool (not the reserved one, which would be another subnet's on this
+// node) and a warning, and the reservation stays for the ordinal. Before, the reservation was rebound and the
+// rack's pool never asked: the pod's assignment had no address and no error.
+func TestStatefulSetPodRecreatedOnAnotherRack(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, rack := range []string{"r1", "r2"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "rack-" + rack + "-" + ns, Labels: map[string]string{"rack": rack}}}
+		if err := k8s.Create(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), n) })
+	}
+	onRack := func(rack string) poolOpt {
+		return func(p *braidv1.IPPool) {
+			p.Spec.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"rack": rack}}
+			p.Spec.ReleasePolicy = braidv1.ReleaseKeepForStatefulSet
+		}
+	}
+	mkPool(t, "rack1-v4", "192.0.2.0/24", onRack("r1"))
+	mkPool(t, "rack2-v4", "198.51.100.0/24", onRack("r2"))
+	mkNAD(t, ns, "ctl", "rack1-v4", "rack2-v4")
+	startServer(t, "")
+
+	set := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
+	}
+	if err := k8s.Create(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	webOn := func(rack string) *corev1.Pod {
+		p := podObj(ns, "web-0", "rack-"+rack+"-"+ns, "ctl")
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "web", UID: set.UID, Controller: ptr.To(true)}}
+		if err := k8s.Create(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first := webOn("r1")
+	if got := addressesOf(assignments(t, ns, "web-0", "net1"), "net1"); !strings.HasPrefix(got, "192.0.2.") {
+		t.Fatalf("web-0 on rack r1 got %q", got)
+	}
+	deletePod(t, first)
+	eventually(t, 10*time.Second, "web-0's address reserved for its name", func() (bool, string) {
+		fs := fips(t, "rack1-v4")
+		return len(fs) == 1 && fs[0].Spec.PodUID == "", fmt.Sprintf("%+v", fs)
+	})
+
+	webOn("r2")
+	if got := addressesOf(assignments(t, ns, "web-0", "net1"), "net1"); !strings.HasPrefix(got, "198.51.100.") {
+		t.Fatalf("web-0 on rack r2 got %q, want an address of rack2-v4", got)
+	}
+	awaitEvent(t, ns, "web-0", "ReservedAddressNotEligible", "IPPool rack1-v4")
+	if fs := fips(t, "rack1-v4"); len(fs) != 1 || fs[0].Spec.PodUID != "" {
+		t.Fatalf("rack1-v4's reservation: %+v, want it still reserved for the name", fs)
+	}
+}
