@@ -29,6 +29,10 @@ const PluginType = "braid"
 // small braid-shim, which hands the call, conf and all, to the daemon at DaemonSocket.
 const ShimType = "braid-shim"
 
+// IsBraid reports whether a plugin type is braid itself: braid's own, or braid-shim, which hands the call to
+// braid's node daemon. braid never delegates to either, which would make it call itself without end.
+func IsBraid(pluginType string) bool { return pluginType == PluginType || pluginType == ShimType }
+
 // Defaults for keys left out of the configuration.
 const (
 	DefaultConfDir            = "/etc/cni/braid/net.d"
@@ -199,12 +203,8 @@ func (c *Conf) validate() error {
 		return fieldErr("delegates", "cannot be combined with clusterNetwork; use one of them")
 	}
 	for i, d := range c.Delegates {
-		var probe struct {
-			Type    string            `json:"type"`
-			Plugins []json.RawMessage `json:"plugins"`
-		}
-		if err := json.Unmarshal(d, &probe); err != nil || (probe.Type == "" && len(probe.Plugins) == 0) {
-			return fieldErr(fmt.Sprintf("delegates[%d]", i), "must be a CNI conf with a type or a conflist with plugins")
+		if err := validateDelegate(fmt.Sprintf("delegates[%d]", i), d); err != nil {
+			return err
 		}
 	}
 	ns := c.ClusterNetworkNamespace
@@ -266,6 +266,33 @@ func (c *Conf) validate() error {
 	for field, v := range map[string]*int{"podLookupTimeoutSeconds": c.PodLookupTimeoutSeconds, "readinessTimeoutSeconds": c.ReadinessTimeoutSeconds} {
 		if v != nil && (*v < 0 || *v > 600) {
 			return fieldErr(field, "must be between 0 and 600, not %d", *v)
+		}
+	}
+	return nil
+}
+
+// validateDelegate checks that an inline delegate is a conf or conflist and not braid itself.
+func validateDelegate(field string, d json.RawMessage) error {
+	type typed struct {
+		Type string `json:"type"`
+	}
+	var probe struct {
+		typed
+		Plugins []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(d, &probe); err != nil || (probe.Type == "" && len(probe.Plugins) == 0) {
+		return fieldErr(field, "must be a CNI conf with a type or a conflist with plugins")
+	}
+	self := func(f, t string) error {
+		return fieldErr(f, "%q is braid itself, which would call itself without end; give the cluster network's own conf", t)
+	}
+	if IsBraid(probe.Type) {
+		return self(field+".type", probe.Type)
+	}
+	for j, raw := range probe.Plugins {
+		var p typed
+		if json.Unmarshal(raw, &p) == nil && IsBraid(p.Type) { // other faults are the delegate loader's to report
+			return self(fmt.Sprintf("%s.plugins[%d].type", field, j), p.Type)
 		}
 	}
 	return nil

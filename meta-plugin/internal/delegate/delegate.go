@@ -108,14 +108,15 @@ func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, e
 	return list, nil
 }
 
-// HasType reports whether some plugin of the list is of type t; braid uses it to never delegate to itself.
-func HasType(list *libcni.NetworkConfigList, t string) bool {
-	for _, p := range list.Plugins {
-		if p.Network != nil && p.Network.Type == t {
-			return true
+// FindType returns the index and type of the list's first plugin whose type is, by match; -1 when there is
+// none. braid uses it to never delegate to itself.
+func FindType(list *libcni.NetworkConfigList, match func(string) bool) (int, string) {
+	for i, p := range list.Plugins {
+		if p.Network != nil && match(p.Network.Type) {
+			return i, p.Network.Type
 		}
 	}
-	return false
+	return -1, ""
 }
 
 // Customize merges the pod's cni-args into "args": {"cni": ...} of every plugin (the pod's keys win over the

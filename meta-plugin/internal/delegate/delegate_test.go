@@ -126,7 +126,11 @@ func TestCapabilities(t *testing.T) {
 	if diff := cmp.Diff(want, args); diff != "" {
 		t.Errorf("CapabilityArgs (-want +got):\n%s", diff)
 	}
-	if HasType(list, "braid") || !HasType(list, "static") {
-		t.Error("HasType wrong")
+	is := func(want string) func(string) bool { return func(t string) bool { return t == want } }
+	if i, typ := FindType(list, is("braid")); i != -1 || typ != "" {
+		t.Errorf("FindType(braid) = %d %q, want -1", i, typ)
+	}
+	if i, typ := FindType(list, is("static")); i != 1 || typ != "static" {
+		t.Errorf("FindType(static) = %d %q, want 1 static", i, typ)
 	}
 }

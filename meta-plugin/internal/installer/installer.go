@@ -224,8 +224,12 @@ func (c *Config) findMaster() (string, *libcni.NetworkConfigList, error) {
 			c.Log.Warn("conf skipped", "file", f, "err", err)
 			continue
 		}
-		if delegate.HasType(list, conf.PluginType) {
-			continue
+		if i, t := delegate.FindType(list, conf.IsBraid); i >= 0 {
+			if c.MasterConf != "" {
+				return "", nil, fmt.Errorf("cluster network conf %s is braid's own (plugins[%d] is of type %q), which would "+
+					"call itself without end: name the cluster network's conf instead", f, i, t)
+			}
+			continue // braid's conf (type braid, or braid-shim with the node daemon) under another name
 		}
 		return f, list, nil
 	}

@@ -3,6 +3,7 @@ package installer
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -190,5 +191,26 @@ func TestRun(t *testing.T) {
 	}
 	if !exists(filepath.Join(binDir, "braid")) {
 		t.Error("binary removed on exit")
+	}
+}
+
+// TestFindMasterPassesOverBraid: the cluster network is never braid itself. A braid conf under another name
+// (type braid, or braid-shim with the node daemon; left by an older install, or written by hand) is passed
+// over when the installer looks for the first conf; named with MasterConf, it is an error naming the file.
+func TestFindMasterPassesOverBraid(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "00-braid.conflist"), `{"cniVersion":"1.0.0","name":"braid-cni-network","plugins":[{"type":"braid"}]}`)
+	write(t, filepath.Join(dir, "01-braid-daemon.conflist"), `{"cniVersion":"1.0.0","name":"braid-cni-network","plugins":[{"type":"braid-shim"}]}`)
+	write(t, filepath.Join(dir, "02-braid.conf"), `{"cniVersion":"1.0.0","name":"braid","type":"braid-shim"}`)
+	write(t, filepath.Join(dir, "10-cbr0.conflist"), masterConf)
+	c := Config{ConfDir: dir, ConfName: "00-braid.conflist", Log: slog.New(slog.DiscardHandler)}
+	file, master, err := c.findMaster()
+	if err != nil || master == nil || filepath.Base(file) != "10-cbr0.conflist" {
+		t.Fatalf("findMaster = %s, %v, %v; want 10-cbr0.conflist", file, master, err)
+	}
+	c.MasterConf = "01-braid-daemon.conflist"
+	if _, _, err := c.findMaster(); err == nil || !strings.Contains(err.Error(), "01-braid-daemon.conflist") ||
+		!strings.Contains(err.Error(), `"braid-shim"`) {
+		t.Fatalf("findMaster with braid-shim's conf as MasterConf = %v, want an error naming the file and the type", err)
 	}
 }

@@ -156,8 +156,9 @@ func (r *resolver) nadList(ctx context.Context, field, namespace, name string) (
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s: %w", field, namespace, name, err)
 	}
-	if delegate.HasType(list, conf.PluginType) {
-		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s delegates to braid itself: %w", field, namespace, name, errNetwork)
+	if self := braidIn(list); self != "" {
+		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s delegates to braid itself (%s), which would call "+
+			"itself without end; its config must name the network's own plugins: %w", field, namespace, name, self, errNetwork)
 	}
 	return list, resource, nil
 }
@@ -240,8 +241,9 @@ func masterFromPath(p string) (*libcni.NetworkConfigList, error) {
 		if err != nil {
 			return nil, err
 		}
-		if delegate.HasType(list, conf.PluginType) {
-			return nil, fmt.Errorf("cluster network %s is braid's own conf: %w", p, delegate.ErrConfig)
+		if self := braidIn(list); self != "" {
+			return nil, fmt.Errorf("cluster network %s is braid's own conf (%s), which would call itself without end; "+
+				"clusterNetwork must name the cluster network's conf: %w", p, self, delegate.ErrConfig)
 		}
 		return list, nil
 	}
@@ -254,12 +256,23 @@ func masterFromPath(p string) (*libcni.NetworkConfigList, error) {
 		if err != nil {
 			continue
 		}
-		// Like the runtime, skip files that do not load; and never pick braid's own conf.
-		if list, err := delegate.FromBytes(b, "", f); err == nil && !delegate.HasType(list, conf.PluginType) {
+		// Like the runtime, skip files that do not load; and, as Multus skips its own, never pick braid's conf
+		// (00-braid.conflist, of type braid or, with the node daemon, braid-shim).
+		if list, err := delegate.FromBytes(b, "", f); err == nil && braidIn(list) == "" {
 			return list, nil
 		}
 	}
 	return nil, fmt.Errorf("no cluster network conf in %s yet: %w", p, errTryAgain)
+}
+
+// braidIn names the plugin of list that is braid itself (type braid, or braid-shim, which hands the call to
+// braid's node daemon), or returns "" when there is none.
+func braidIn(list *libcni.NetworkConfigList) string {
+	i, t := delegate.FindType(list, conf.IsBraid)
+	if i < 0 {
+		return ""
+	}
+	return fmt.Sprintf("plugins[%d] is of type %q", i, t)
 }
 
 func isolationErr(field, podNS, ref string) error {
