@@ -131,6 +131,9 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 	for i, a := range atts {
 		byIf[a.IfName] = i
 	}
+	// Attachments only the cache knows join after the loop: moving atts' entries inside it would shift the
+	// indexes in byIf (the cluster network's, put first, made every lookup after it hit its neighbour).
+	var first, last []*attachment
 	slices.SortFunc(cached, func(x, y *libcni.NetworkAttachment) int { return strings.Compare(x.IfName, y.IfName) })
 	for _, ca := range cached {
 		list, err := libcni.ConfListFromBytes(ca.Config)
@@ -147,12 +150,12 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 			continue
 		}
 		if a.Master {
-			atts = append([]*attachment{a}, atts...)
+			first = append(first, a)
 		} else {
-			atts = append(atts, a)
+			last = append(last, a)
 		}
 	}
-	return atts, false, nil
+	return slices.Concat(first, atts, last), false, nil
 }
 
 // Status reports whether braid can attach pods now: the readiness indicator file exists, the cluster network's

@@ -118,19 +118,22 @@ type recordingExec struct {
 }
 
 type execCall struct {
-	plugin, command string
-	raw             []byte         // stdin as the delegate got it
-	stdin           map[string]any // raw decoded, by reset
+	plugin, command, ifName string
+	raw                     []byte         // stdin as the delegate got it
+	stdin                   map[string]any // raw decoded, by reset
 }
 
 func (r *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	start := time.Now()
 	out, err := r.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
 	took := time.Since(start) // the delegate's time only, not the recording below
-	var cmd string
+	var cmd, ifName string
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
 			cmd = v
+		}
+		if v, ok := strings.CutPrefix(kv, "CNI_IFNAME="); ok {
+			ifName = v
 		}
 	}
 	r.mu.Lock()
@@ -138,7 +141,7 @@ func (r *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdin
 	r.busy += took
 	// Decoded later, in reset: the recording happens inside the call being timed, and the benchmark counts
 	// what is not a delegate's time as braid's.
-	r.calls = append(r.calls, execCall{plugin: filepath.Base(pluginPath), command: cmd, raw: stdinData})
+	r.calls = append(r.calls, execCall{plugin: filepath.Base(pluginPath), command: cmd, ifName: ifName, raw: stdinData})
 	return out, err
 }
 

@@ -1,0 +1,64 @@
+package plugin
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/braid-cni/braid/crds/selection"
+)
+
+// delCalls returns "COMMAND plugin ifName" of the delegates that ran since the last call.
+func (r *rig) delCalls() []string {
+	var out []string
+	for _, c := range mustCalls(r) {
+		out = append(out, c.command+" "+c.plugin+" "+c.ifName)
+	}
+	return out
+}
+
+// clusterDir moves the cluster network's conf into a directory of its own and points braid's conf at it; it
+// returns the conf's new path.
+func (r *rig) clusterDir() string {
+	r.t.Helper()
+	dir := filepath.Join(r.dir, "cluster.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	b, err := os.ReadFile(r.confPath)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "10-cbr0.conflist")
+	r.writeFile(conf, string(b))
+	r.setConf(map[string]any{"clusterNetwork": dir})
+	return conf
+}
+
+// TestDelRebuiltWithoutTheClusterNetworksConf: braid's record is unreadable and the cluster network's conf is
+// gone from its directory, so DEL rebuilds the extras from the pod and takes eth0 from libcni's cache alone.
+// Every attachment is deleted exactly once, in reverse order, eth0 included.
+func TestDelRebuiltWithoutTheClusterNetworksConf(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.standardNADs()
+	conf := r.clusterDir()
+	p := r.pod("rebuilt", map[string]string{selection.NetworksAnnotation: "net-a,disk-net,net-a"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	r.writeFile(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json"), "{garbage")
+	if err := os.Remove(conf); err != nil {
+		t.Fatal(err)
+	}
+	r.exec.reset()
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	want := []string{"DEL macvlan net3", "DEL macvlan net2", "DEL macvlan net1", "DEL bridge eth0"}
+	if diff := cmp.Diff(want, r.delCalls()); diff != "" {
+		t.Errorf("DEL's delegate calls (-want +got):\n%s", diff)
+	}
+	r.assertGone(p)
+}
