@@ -74,24 +74,24 @@ func (p *Plugin) Add(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 		if err != nil {
 			err = fmt.Errorf("attach %s (%s) as %s: %w", a.Network, a.field, a.IfName, err)
 			p.removeDeviceInfo(e, atts[i+1:]) // copied by plan for networks that never ran
-			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts[:i+1], err))
+			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, rec, atts[:i+1], err))
 		}
 		sw.lap(a.IfName)
 	}
 
 	holder, err := p.moveDefaultRoute(e, atts, results)
 	if err != nil {
-		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, err))
+		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, rec, atts, err))
 	}
 	sw.lap("route")
 	res, err := results[0].GetAsVersion(c.CNIVersion)
 	if err != nil {
-		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, fmt.Errorf("cluster network result as %s: %w", c.CNIVersion, err)))
+		return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, rec, atts, fmt.Errorf("cluster network result as %s: %w", c.CNIVersion, err)))
 	}
 	// The status goes last: once it is handed to a StatusWriter, nothing may fail any more.
 	if kube != nil && pod != nil {
 		if err := p.writeStatus(ctx, e, kube, pod, atts, results, holder); err != nil {
-			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, atts, err))
+			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, rec, atts, err))
 		}
 	}
 	sw.lap("status")
@@ -157,9 +157,10 @@ func getPod(ctx context.Context, kube Kube, k8s conf.K8sArgs, timeout time.Durat
 	return nil, fmt.Errorf("pod lookup (%s): %w: %w", timeout, err, errTryAgain)
 }
 
-// rollback removes the given attachments in reverse order, the failed one included (a plugin may have done
-// part of its work). It returns cause, with what the rollback could not undo added to the message.
-func (p *Plugin) rollback(ctx context.Context, e *env, atts []*attachment, cause error) error {
+// rollback removes the given attachments (those whose ADD ran, the first of rec's) in reverse order, the
+// failed one included (a plugin may have done part of its work). It returns cause, with what the rollback could
+// not undo added to the message.
+func (p *Plugin) rollback(ctx context.Context, e *env, rec *cache.Record, atts []*attachment, cause error) error {
 	// The rollback gets its own time even when the ADD ran out of it: leaving half a pod is worse.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
@@ -173,6 +174,14 @@ func (p *Plugin) rollback(ctx context.Context, e *env, atts []*attachment, cause
 	p.removeDeviceInfo(e, atts)
 	if len(failed) == 0 {
 		if err := e.rec.Delete(e.args.ContainerID); err != nil {
+			failed = append(failed, err.Error())
+		}
+	} else if len(atts) < len(rec.Attachments) {
+		// The record keeps what DEL must retry: only the networks whose ADD ran. A DEL of one that never ran
+		// may fail every time (host-device without its device) and would keep the pod from ever going.
+		shrunk := *rec
+		shrunk.Attachments = rec.Attachments[:len(atts)]
+		if err := e.rec.Save(&shrunk); err != nil {
 			failed = append(failed, err.Error())
 		}
 	}

@@ -99,12 +99,17 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 		e.log.Warn("attachment record unreadable; rebuilding", "err", err)
 	}
 	if rec != nil {
+		ran := p.ranADD(e)
 		var atts []*attachment
 		for _, ca := range rec.Attachments {
 			a, err := fromCache(ca)
 			if err != nil {
 				return nil, true, err
 			}
+			// The record is written before ADD runs anything. An extra network of which libcni has no result
+			// never finished its ADD (ADD failed or crashed first, or a DEL removed it already), so, as when
+			// rebuilding, its failing DEL is no reason to keep the pod.
+			a.guessed = !ca.Master && ran != nil && !ran[ca.IfName]
 			atts = append(atts, a)
 		}
 		return atts, true, nil
@@ -156,6 +161,21 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 		}
 	}
 	return slices.Concat(first, atts, last), false, nil
+}
+
+// ranADD returns the interfaces of the container of which libcni keeps an ADD result; nil when its cache
+// cannot be read (then nothing counts as never run).
+func (p *Plugin) ranADD(e *env) map[string]bool {
+	cached, err := e.cni.GetCachedAttachments(e.args.ContainerID)
+	if err != nil {
+		e.log.Warn("libcni cache unreadable", "err", err)
+		return nil
+	}
+	ran := map[string]bool{}
+	for _, ca := range cached {
+		ran[ca.IfName] = true
+	}
+	return ran
 }
 
 // Status reports whether braid can attach pods now: the readiness indicator file exists, the cluster network's

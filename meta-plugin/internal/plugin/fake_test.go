@@ -254,3 +254,25 @@ func TestDelIgnoresFailuresOfNetworksThatNeverRan(t *testing.T) {
 		t.Fatalf("a failing DEL of the cluster network must be reported, got %v", err)
 	}
 }
+
+// TestDelAfterAnIncompleteRollback: ADD fails at plugin-b and its rollback cannot undo plugin-b (whose DEL
+// fails every time, as host-device's does for a device it never moved). braid's record must not make every
+// later DEL fail: plugin-c never ran and is not tried, plugin-b's ADD never finished (libcni has no result of
+// it), so its failing DEL is logged, not returned; the cluster network and plugin-a are deleted again.
+func TestDelAfterAnIncompleteRollback(t *testing.T) {
+	p, _, x, args := fakeWorld(t, "plugin-b", "plugin-c:DEL")
+	err := p.CmdAdd(args)
+	if err == nil || !strings.Contains(err.Error(), "rollback incomplete") {
+		t.Fatalf("ADD = %v, want a failure with an incomplete rollback", err)
+	}
+	x.calls()
+	for i := range 2 {
+		if err := p.CmdDel(args); err != nil {
+			t.Fatalf("DEL %d after the failed ADD: %v", i+1, err)
+		}
+	}
+	want := []string{"DEL plugin-b net2", "DEL plugin-a net1", "DEL plugin-m eth0"}
+	if diff := cmp.Diff(want, x.calls()[:3]); diff != "" {
+		t.Fatalf("first DEL's calls (-want +got):\n%s", diff)
+	}
+}
