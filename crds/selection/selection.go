@@ -173,10 +173,13 @@ func Parse(value, podNamespace string) ([]Element, error) {
 }
 
 // ParseDefaultNetwork parses the per-pod default network override: one reference, "name" or "namespace/name"
-// (or a JSON list of one element with only name and namespace). The cluster network's interface name is set by
-// the runtime, so an interface or any per-attachment option is refused rather than ignored.
-func ParseDefaultNetwork(value, podNamespace string) (Element, error) {
-	elems, err := Parse(value, podNamespace)
+// (or a JSON list of one element with only name and namespace). A name without namespace is in
+// defaultNamespace, which is the meta-plugin's Multus namespace (multusNamespace / clusterNetworkNamespace),
+// not the pod's, as Multus parses it (parsePodNetworkAnnotation(netAnnot, conf.MultusNamespace)). The cluster
+// network's interface name is set by the runtime, so an interface or any per-attachment option is refused
+// rather than ignored.
+func ParseDefaultNetwork(value, defaultNamespace string) (Element, error) {
+	elems, err := Parse(value, defaultNamespace)
 	if err != nil {
 		return Element{}, relabel(err, "networks", "default-network")
 	}

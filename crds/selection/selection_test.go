@@ -151,7 +151,7 @@ func TestParseDefaultNetwork(t *testing.T) {
 		want  Element
 		field string
 	}{
-		{value: "cbr0", want: Element{Name: "cbr0", Namespace: "pods"}},
+		{value: "cbr0", want: Element{Name: "cbr0", Namespace: "multus-ns"}},
 		{value: "kube-system/calico", want: Element{Name: "calico", Namespace: "kube-system"}},
 		{value: `[{"name":"calico","namespace":"kube-system"}]`, want: Element{Name: "calico", Namespace: "kube-system"}},
 		{value: "a,b", field: "default-network"},
@@ -159,7 +159,7 @@ func TestParseDefaultNetwork(t *testing.T) {
 		{value: "", field: "default-network"},
 		{value: "Bad", field: "default-network[0].name"},
 	} {
-		got, err := ParseDefaultNetwork(tc.value, "pods")
+		got, err := ParseDefaultNetwork(tc.value, "multus-ns")
 		if tc.field == "" {
 			if err != nil || !cmp.Equal(got, tc.want, cmpAddr, cmpopts.EquateEmpty()) {
 				t.Errorf("ParseDefaultNetwork(%q) = %+v, %v; want %+v", tc.value, got, err, tc.want)

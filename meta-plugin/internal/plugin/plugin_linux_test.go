@@ -189,7 +189,7 @@ func TestCommaFormDefaultNetworksAndOverride(t *testing.T) {
 			r.setConf(map[string]any{"defaultNetworks": []string{r.ns + "/disk-net"}})
 			p := r.pod("comma", map[string]string{
 				selection.NetworksAnnotation:       " net-a , net-a@extra0",
-				selection.DefaultNetworkAnnotation: "alt",
+				selection.DefaultNetworkAnnotation: r.ns + "/alt", // a bare name is the Multus namespace's (TestDefaultNetworkOverride)
 			})
 			if _, err := r.add(p); err != nil {
 				t.Fatalf("ADD: %v", err)

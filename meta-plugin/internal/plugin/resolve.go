@@ -192,13 +192,12 @@ func (r *resolver) master(ctx context.Context, pod *corev1.Pod) (*attachment, er
 	var err error
 	switch {
 	case pod != nil && pod.Annotations[selection.DefaultNetworkAnnotation] != "" && !c.IsSystemNamespace(pod.Namespace):
+		// As in Multus, a bare name is the Multus namespace's, and namespace isolation, which guards the pod's
+		// own selections, does not apply: the cluster network is the administrator's.
 		a.field = "default-network"
-		el, perr := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], pod.Namespace)
+		el, perr := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], c.ClusterNetworkNamespace)
 		if perr != nil {
 			return nil, perr
-		}
-		if !c.MayUse(pod.Namespace, el.Namespace) {
-			return nil, isolationErr(a.field, pod.Namespace, el.Ref())
 		}
 		a.Network = el.Ref()
 		a.list, _, err = r.nadList(ctx, a.field, el.Namespace, el.Name)
@@ -427,7 +426,7 @@ func (r *resolver) nadRefs(pod *corev1.Pod, extras []*attachment) []conf.NetRef 
 	var refs []conf.NetRef
 	c := r.e.c
 	if pod != nil && pod.Annotations[selection.DefaultNetworkAnnotation] != "" && !c.IsSystemNamespace(pod.Namespace) {
-		if el, err := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], pod.Namespace); err == nil {
+		if el, err := selection.ParseDefaultNetwork(pod.Annotations[selection.DefaultNetworkAnnotation], c.ClusterNetworkNamespace); err == nil {
 			refs = append(refs, conf.NetRef{Namespace: el.Namespace, Name: el.Name})
 		}
 	} else if c.ClusterNAD != nil {

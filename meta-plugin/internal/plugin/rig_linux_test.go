@@ -309,8 +309,14 @@ func (r *rig) setConf(extra map[string]any) {
 // nad creates a NAD in the rig's namespace; config "" makes one without spec.config.
 func (r *rig) nad(name, config string, annotations map[string]string) {
 	r.t.Helper()
+	r.nadIn(r.ns, name, config, annotations)
+}
+
+// nadIn creates a NAD in namespace.
+func (r *rig) nadIn(namespace, name, config string, annotations map[string]string) {
+	r.t.Helper()
 	u := &nadv1.NetworkAttachmentDefinition{}
-	u.Name, u.Namespace, u.Annotations = name, r.ns, annotations
+	u.Name, u.Namespace, u.Annotations = name, namespace, annotations
 	u.Spec.Config = config
 	obj, err := toUnstructured(u)
 	if err != nil {
