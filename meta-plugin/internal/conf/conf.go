@@ -39,6 +39,7 @@ const (
 	DefaultCNIDir             = "/var/lib/cni/braid"
 	DefaultBinDir             = "/opt/cni/bin"
 	DefaultNamespace          = "kube-system"
+	DefaultGlobalNamespace    = "default"
 	DefaultPodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 	DefaultDeviceInfoDir      = "/var/run/k8s.cni.cncf.io/devinfo"
 	DefaultLogLevel           = "error"
@@ -158,7 +159,7 @@ type Conf struct {
 	ClusterNAD *NetRef `json:"-"`
 	// DefaultNADs are DefaultNetworks, parsed.
 	DefaultNADs []NetRef `json:"-"`
-	// GlobalNamespaces hold NADs any pod may use under namespace isolation.
+	// GlobalNamespaces hold NADs any pod may use under namespace isolation; ["default"] unless set, as in Multus.
 	GlobalNamespaces []string `json:"-"`
 	// SystemNamespaces get only the cluster network's defaults (Multus' systemNamespaces).
 	SystemNamespaces []string `json:"-"`
@@ -327,6 +328,9 @@ func (c *Conf) applyDefaults() {
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	if len(c.RawSystemNamespaces) == 0 || string(c.RawSystemNamespaces) == "null" { // null means left out
 		c.SystemNamespaces = []string{DefaultNamespace}
+	}
+	if c.GlobalNamespaces == nil { // left out, null or "": Multus' default; an explicit [] leaves none
+		c.GlobalNamespaces = []string{DefaultGlobalNamespace}
 	}
 	c.PodLookupTimeout = DefaultPodLookupTimeout
 	if c.PodLookupTimeoutSeconds != nil {

@@ -65,6 +65,20 @@ func TestParseValid(t *testing.T) {
 				t.Error("isolation applied although namespaceIsolation is false")
 			}
 		}},
+		{"isolation without globalNamespaces", `{` + base + `,"clusterNetwork":"/x.conf","namespaceIsolation":true}`, func(t *testing.T, c *Conf) {
+			// As in Multus, NADs of "default" are for every pod unless globalNamespaces says otherwise.
+			if diff := cmp.Diff([]string{"default"}, c.GlobalNamespaces); diff != "" {
+				t.Errorf("GlobalNamespaces:\n%s", diff)
+			}
+			if !c.MayUse("app", "default") || !c.MayUse("app", "app") || c.MayUse("app", "other") || c.MayUse("app", "kube-system") {
+				t.Error("namespace isolation wrong")
+			}
+		}},
+		{"isolation with globalNamespaces empty", `{` + base + `,"clusterNetwork":"/x.conf","namespaceIsolation":true,"globalNamespaces":[]}`, func(t *testing.T, c *Conf) {
+			if len(c.GlobalNamespaces) != 0 || c.MayUse("app", "default") || !c.MayUse("app", "app") {
+				t.Errorf("an explicit empty list must leave no global namespace: %v", c.GlobalNamespaces)
+			}
+		}},
 		{"inline delegates", `{` + base + `,"delegates":[{"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}]}`, func(t *testing.T, c *Conf) {
 			if !strings.Contains(string(c.FirstDelegate()), `"bridge"`) {
 				t.Errorf("FirstDelegate = %s", c.FirstDelegate())
