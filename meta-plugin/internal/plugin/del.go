@@ -163,6 +163,33 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 	return slices.Concat(first, atts, last), false, nil
 }
 
+// argsFromCache sets the netns, CNI_ARGS and cluster network's interface of a container whose record is
+// unreadable from libcni's cache: from the cached attachment of the conf's cluster network, else from its
+// first one with the interface runtimes give the cluster network, eth0.
+func (p *Plugin) argsFromCache(ctx context.Context, e *env, args *skel.CmdArgs) {
+	args.IfName = "eth0"
+	cached, err := e.cni.GetCachedAttachments(args.ContainerID)
+	if err != nil || len(cached) == 0 {
+		return
+	}
+	use := cached[0]
+	if kube, err := p.kube(e); err == nil {
+		if m, err := newResolver(e, kube).master(ctx, nil); err == nil {
+			for _, ca := range cached {
+				if ca.Network == m.list.Name {
+					use, args.IfName = ca, ca.IfName
+					break
+				}
+			}
+		}
+	}
+	kv := make([]string, 0, len(use.CniArgs))
+	for _, a := range use.CniArgs {
+		kv = append(kv, a[0]+"="+a[1])
+	}
+	args.Netns, args.Args = use.NetNS, strings.Join(kv, ";")
+}
+
 // ranADD returns the interfaces of the container of which libcni keeps an ADD result; nil when its cache
 // cannot be read (then nothing counts as never run).
 func (p *Plugin) ranADD(e *env) map[string]bool {
@@ -239,11 +266,20 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 			return err
 		}
 		rec, err := e.rec.Load(id)
-		if err != nil {
+		switch {
+		case err != nil && valid[id]:
 			errs = append(errs, err)
 			continue
-		}
-		if rec == nil {
+		case err != nil:
+			// An unreadable record of a stale container goes as DEL copes with one: rebuilt from libcni's
+			// cache (which knows the netns and CNI_ARGS) and the pod, and removed once all is deleted.
+			log.Warn("attachment record unreadable; removing the container from the caches", "gc", id, "err", err)
+			p.argsFromCache(ctx, e, &gcArgs)
+			if err := p.Del(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
+				errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
+			}
+			continue
+		case rec == nil:
 			continue // deleted meanwhile
 		}
 		if valid[id] {

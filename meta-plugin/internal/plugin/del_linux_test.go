@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/braid-cni/braid/crds/selection"
@@ -59,6 +61,31 @@ func TestDelRebuiltWithoutTheClusterNetworksConf(t *testing.T) {
 	want := []string{"DEL macvlan net3", "DEL macvlan net2", "DEL macvlan net1", "DEL bridge eth0"}
 	if diff := cmp.Diff(want, r.delCalls()); diff != "" {
 		t.Errorf("DEL's delegate calls (-want +got):\n%s", diff)
+	}
+	r.assertGone(p)
+}
+
+// TestGCRemovesACorruptRecord: a container's record is garbage and the runtime no longer lists the container.
+// GC tears the container down as DEL does without a record (from libcni's cache, which also gives its netns and
+// CNI_ARGS, and the pod) and removes the record, so the next GC has nothing left to complain about.
+func TestGCRemovesACorruptRecord(t *testing.T) {
+	r := newRig(t, "1.1.0") // GC exists from CNI 1.1 on
+	r.standardNADs()
+	p := r.pod("corrupt", map[string]string{selection.NetworksAnnotation: "net-a,disk-net"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	record := filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")
+	r.writeFile(record, "{garbage")
+	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{}})
+	gc := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
+	for i := range 2 {
+		if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(gc) }); err != nil {
+			t.Fatalf("GC %d: %v", i+1, err)
+		}
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("corrupt record survived GC: %v", err)
 	}
 	r.assertGone(p)
 }
