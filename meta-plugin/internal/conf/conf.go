@@ -208,16 +208,16 @@ func (c *Conf) validate() error {
 			return err
 		}
 	}
-	ns := c.ClusterNetworkNamespace
+	ns, nsField := c.ClusterNetworkNamespace, "clusterNetworkNamespace"
 	if c.MultusNamespace != "" {
 		if ns != "" && ns != c.MultusNamespace {
 			return fieldErr("multusNamespace", "%q differs from clusterNetworkNamespace %q", c.MultusNamespace, ns)
 		}
-		ns = c.MultusNamespace
+		ns, nsField = c.MultusNamespace, "multusNamespace" // the key the user wrote, for the message
 	}
 	if ns != "" {
 		if r := selection.ValidLabel(ns); r != "" {
-			return fieldErr("clusterNetworkNamespace", "%s", r)
+			return fieldErr(nsField, "%s", r)
 		}
 	} else {
 		ns = DefaultNamespace

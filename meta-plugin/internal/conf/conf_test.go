@@ -142,6 +142,8 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{"isolation not a bool", `{` + base + `,"clusterNetwork":"/x","namespaceIsolation":"yes"}`, "namespaceIsolation"},
 		{"negative timeout", `{` + base + `,"clusterNetwork":"/x","podLookupTimeoutSeconds":-1}`, "podLookupTimeoutSeconds"},
 		{"timeout not a number", `{` + base + `,"clusterNetwork":"/x","readinessTimeoutSeconds":"5s"}`, "readinessTimeoutSeconds"},
+		{"bad multusNamespace", `{` + base + `,"clusterNetwork":"/x","multusNamespace":"Kube_System"}`, "multusNamespace"},
+		{"bad clusterNetworkNamespace", `{` + base + `,"clusterNetwork":"/x","clusterNetworkNamespace":"Kube_System"}`, "clusterNetworkNamespace"},
 		{"namespace names differ", `{` + base + `,"clusterNetwork":"/x","multusNamespace":"a","clusterNetworkNamespace":"b"}`, "multusNamespace"},
 	}
 	for _, tc := range cases {
