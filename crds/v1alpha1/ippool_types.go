@@ -9,7 +9,7 @@ import (
 type ReleasePolicy string
 
 const (
-	// ReleaseOnPodDeletion releases the address when the pod that holds it is deleted (the default).
+	// ReleaseOnPodDeletion releases the address when the pod that holds it is deleted or finishes (the default).
 	ReleaseOnPodDeletion ReleasePolicy = "OnPodDeletion"
 	// ReleaseKeepForStatefulSet keeps the address for a StatefulSet pod's name while the StatefulSet still
 	// wants that ordinal, so a recreated pod gets its addresses back; other pods fall back to OnPodDeletion.

@@ -17,7 +17,7 @@ import (
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
-// floatingIPReconciler applies release policies: it releases addresses whose pod is gone (or keeps them
+// floatingIPReconciler applies release policies: it releases addresses whose pod is gone or finished (or keeps them
 // reserved for a StatefulSet ordinal, or forever), and deletes released ones once their cool-down has passed.
 type floatingIPReconciler struct {
 	client.Client
@@ -78,7 +78,7 @@ func (r *floatingIPReconciler) holderLives(ctx context.Context, f *braidv1.Float
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pod); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	return string(pod.UID) == f.Spec.PodUID, nil
+	return string(pod.UID) == f.Spec.PodUID && !finished(pod), nil
 }
 
 // ordinalWanted reports whether the StatefulSet that owned the pod still exists and still wants its ordinal.

@@ -182,8 +182,13 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 
 // servable: the pod is bound to a node and neither going away nor finished, so its addresses are due.
 func servable(pod *corev1.Pod) bool {
-	return pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil &&
-		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+	return pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil && !finished(pod)
+}
+
+// finished: the pod ran to completion or failed for good (a Job's pod, an evicted pod). Its sandbox is torn
+// down, so its addresses are free to go by policy although the object stays (Jobs keep their history).
+func finished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 // braidIPAM resolves a selection's NAD and reports whether it uses braid-ipam; a NAD whose braid-ipam

@@ -43,3 +43,10 @@ func (r *podReconciler) assignmentEdited(e event.UpdateEvent) bool {
 	}
 	return e.ObjectOld.GetAnnotations()[assignment.Annotation] != cur
 }
+
+// podFinishes: the update moves the pod to Succeeded or Failed.
+func podFinishes(e event.UpdateEvent) bool {
+	old, okOld := e.ObjectOld.(*corev1.Pod)
+	cur, okNew := e.ObjectNew.(*corev1.Pod)
+	return okOld && okNew && !finished(old) && finished(cur)
+}

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
@@ -91,4 +93,30 @@ func TestReservationOfAHeldAddressOutlivesThePod(t *testing.T) {
 		t.Fatalf("next0 got %q, want 203.0.113.2/30", got)
 	}
 	awaitEvent(t, ns, "next1", "PoolExhausted", "twice-v4")
+}
+
+// A pod that ran to completion (a Job's, kept as history) or failed for good gives its address back by
+// policy, as its sandbox is gone, though the pod object stays.
+func TestFinishedPodGivesItsAddressBack(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "jobs-v4", "203.0.113.0/30") // .1 and .2 usable; no cool-down
+	mkNAD(t, ns, "n", "jobs-v4")
+	startServer(t, "")
+	for i, phase := range []corev1.PodPhase{corev1.PodSucceeded, corev1.PodFailed} {
+		name := fmt.Sprintf("job-%d", i)
+		mkPod(t, ns, name, "node-1", "n")
+		assignments(t, ns, name, "net1")
+		p := &corev1.Pod{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Phase = phase
+		if err := k8s.Status().Update(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, name+" ("+string(phase)+") gives its address back", func() (bool, string) {
+			fs, s := fips(t, "jobs-v4"), poolStatus(t, "jobs-v4")
+			return len(fs) == 0 && s.Used == 0, fmt.Sprintf("FloatingIPs %+v, used %d", fs, s.Used)
+		})
+	}
 }
