@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,4 +59,14 @@ func (r *podReconciler) withPoolsOf(got []braidv1.FloatingIP, eligible []candida
 		}
 	}
 	return out
+}
+
+// holdsAll reports whether every statically requested address is among the FloatingIPs.
+func holdsAll(got []braidv1.FloatingIP, ips []netip.Addr) bool {
+	for _, addr := range ips {
+		if !slices.ContainsFunc(got, func(f braidv1.FloatingIP) bool { return f.Spec.IP == addr.String() }) {
+			return false
+		}
+	}
+	return true
 }

@@ -244,6 +244,12 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 			fmt.Sprintf("network %s: ipam.pools must name at least one IPPool", sel.Key())}
 	}
 	choice, err := r.eligiblePools(ctx, pod, conf.Pools)
+	// With no pool to allocate from, the addresses the pod holds are still its own (a pool refused or
+	// re-selected since does not take them away); only what it lacks fails.
+	var noPool *failure
+	if errors.As(err, &noPool) && noPool.reason == ReasonNoEligiblePool {
+		err = nil
+	}
 	if err != nil {
 		return assignment.Interface{}, err
 	}
@@ -261,7 +267,13 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		addr, _ := netip.ParseAddr(f.Spec.IP)
 		covered[addr.Is4()] = true
 	}
-	eligible = r.withPoolsOf(got, eligible)
+	shown := r.withPoolsOf(got, eligible) // eligible pools, and the pools of kept addresses, to describe them
+	if noPool != nil {
+		if len(got) == 0 || !holdsAll(got, sel.IPs) {
+			return describe(got, shown), noPool
+		}
+		return describe(got, shown), nil
+	}
 
 	if len(sel.IPs) > 0 {
 		for _, addr := range sel.IPs {
@@ -270,11 +282,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 			}
 			f, err := r.claim(ctx, pod, sel, eligible, addr)
 			if err != nil {
-				return describe(got, eligible), err
+				return describe(got, shown), err
 			}
 			got = append(got, *f)
 		}
-		return describe(got, eligible), nil
+		return describe(got, shown), nil
 	}
 
 	for _, is4 := range choice.families {
@@ -283,11 +295,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		}
 		f, err := r.allocate(ctx, pod, sel, eligible, is4, choice.why)
 		if err != nil {
-			return describe(got, eligible), err
+			return describe(got, shown), err
 		}
 		got = append(got, *f)
 	}
-	return describe(got, eligible), nil
+	return describe(got, shown), nil
 }
 
 // poolChoice is what the pools a network names offer a pod.
@@ -315,7 +327,7 @@ func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, name
 			}
 			return c, err
 		}
-		m, ok := r.state.alloc.Model(name)
+		m, ok := r.state.serving(name)
 		if !ok {
 			if _, err := pool.Parse(ipp.Spec); err != nil {
 				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))

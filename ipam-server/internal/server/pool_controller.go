@@ -46,6 +46,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if client.IgnoreNotFound(err) == nil {
 			r.state.alloc.RemovePool(req.Name)
+			r.state.refused.Delete(req.Name)
 			r.lastWrite.Delete(req.Name)
 			r.metrics.PoolUsed.DeleteLabelValues(req.Name)
 			r.metrics.PoolFree.DeleteLabelValues(req.Name)
@@ -56,7 +57,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	status.ObservedGeneration = p.Generation
 	m, err := pool.Parse(p.Spec)
 	if err != nil {
-		r.state.alloc.RemovePool(p.Name)
+		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
 		return ctrl.Result{}, r.writeStatus(ctx, p, status)
@@ -66,13 +67,16 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, fmt.Errorf("list IPPools: %w", err)
 	}
 	if older, addr, found := overlap(p, &m, pools.Items); found {
-		r.state.alloc.RemovePool(p.Name)
+		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reasonOverlaps, Message: overlapMessage(older, addr), ObservedGeneration: p.Generation})
 		return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
 	}
 	if err := r.load(ctx, p.Name, m); err != nil {
 		return ctrl.Result{}, err
+	}
+	if _, was := r.state.refused.LoadAndDelete(p.Name); was {
+		r.state.loaded(ctx, p.Name) // serving again: its pods may be waiting
 	}
 	st, err := r.state.alloc.Stats(p.Name, r.state.now())
 	if err != nil {
@@ -134,8 +138,8 @@ func (r *poolReconciler) writeStatus(ctx context.Context, p *braidv1.IPPool, sta
 	return nil
 }
 
-// loadAll rebuilds the allocator from the API server: every valid pool that overlaps no older one, then every
-// FloatingIP.
+// loadAll rebuilds the allocator from the API server: every valid pool (refused, if it overlaps an older one),
+// then every FloatingIP.
 func loadAll(ctx context.Context, c client.Reader, s *state) error {
 	pools := &braidv1.IPPoolList{}
 	if err := c.List(ctx, pools); err != nil {
@@ -143,8 +147,12 @@ func loadAll(ctx context.Context, c client.Reader, s *state) error {
 	}
 	for i := range pools.Items {
 		m, err := pool.Parse(pools.Items[i].Spec)
-		if _, _, found := overlap(&pools.Items[i], &m, pools.Items); err == nil && !found {
-			s.alloc.SetPool(pools.Items[i].Name, m)
+		if err != nil {
+			continue
+		}
+		s.alloc.SetPool(pools.Items[i].Name, m)
+		if _, _, found := overlap(&pools.Items[i], &m, pools.Items); found {
+			s.refused.Store(pools.Items[i].Name, true) // its FloatingIPs are counted; it hands out nothing
 		}
 	}
 	fips := &braidv1.FloatingIPList{}

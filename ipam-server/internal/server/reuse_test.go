@@ -7,10 +7,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
 
 // A static address whose pod was replaced (a Deployment's rollout, a single-replica StatefulSet on
@@ -118,5 +120,54 @@ func TestFinishedPodGivesItsAddressBack(t *testing.T) {
 			fs, s := fips(t, "jobs-v4"), poolStatus(t, "jobs-v4")
 			return len(fs) == 0 && s.Used == 0, fmt.Sprintf("FloatingIPs %+v, used %d", fs, s.Used)
 		})
+	}
+}
+
+// A pool whose spec turns invalid (an edit the API server accepts: overlapping ranges) stops handing out
+// addresses but keeps what it knows: a pod holding its address keeps it described, and an address released
+// meanwhile still cools down. Before, the pool was forgotten: releases skipped the cool-down (the FloatingIP
+// deleted at once) and resyncs rewrote its pods' assignments with no address.
+func TestPoolTurnedInvalidKeepsCooldownsAndHolders(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "flaky-v4", "192.0.2.0/24", cooldown(time.Hour), func(p *braidv1.IPPool) {
+		p.Spec.Ranges = []braidv1.IPRange{{Start: "192.0.2.10", End: "192.0.2.20"}}
+	})
+	mkNAD(t, ns, "n", "flaky-v4")
+	startServer(t, "", func(o *server.Options) { o.Resync = 2 * time.Second })
+	leaving := mkPod(t, ns, "leaving", "node-1", "n")
+	mkPod(t, ns, "staying", "node-1", "n")
+	gone := addressesOf(assignments(t, ns, "leaving", "net1"), "net1")
+	kept := addressesOf(assignments(t, ns, "staying", "net1"), "net1")
+
+	setRanges := func(r ...braidv1.IPRange) {
+		p := getPool(t, "flaky-v4")
+		p.Spec.Ranges = r
+		if err := k8s.Update(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRanges(braidv1.IPRange{Start: "192.0.2.10", End: "192.0.2.20"}, braidv1.IPRange{Start: "192.0.2.15", End: "192.0.2.30"})
+	eventually(t, 10*time.Second, "flaky-v4 not ready", func() (bool, string) {
+		c := meta.FindStatusCondition(poolStatus(t, "flaky-v4").Conditions, server.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprintf("%+v", c)
+	})
+	deletePod(t, leaving)
+	eventually(t, 10*time.Second, "the leaving pod's address released, cooling down", func() (bool, string) {
+		for _, f := range fips(t, "flaky-v4") {
+			if f.Spec.Pod == ns+"/leaving" {
+				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
+			}
+		}
+		return false, "its FloatingIP is gone: the cool-down was skipped"
+	})
+	time.Sleep(5 * time.Second) // two resyncs of the staying pod
+	if got := addressesOf(assignments(t, ns, "staying", "net1"), "net1"); got != kept {
+		t.Fatalf("staying pod's assignment after resyncs: %q, want %q", got, kept)
+	}
+
+	setRanges(braidv1.IPRange{Start: "192.0.2.10", End: "192.0.2.30"})
+	mkPod(t, ns, "next", "node-1", "n")
+	if got := addressesOf(assignments(t, ns, "next", "net1"), "net1"); got == gone || got == kept {
+		t.Fatalf("next pod got %q, which is cooling down or held", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/allocator"
+	"github.com/braid-cni/braid/ipam-server/internal/pool"
 )
 
 // state is the server's in-memory view: the allocator, fed by the FloatingIP informer and by the server's
@@ -21,6 +22,10 @@ type state struct {
 	alloc *allocator.Allocator
 	now   func() time.Time
 	ready atomic.Bool // rebuilt from the API server; pods are served only then
+	// refused names pools that do not serve now (spec invalid, or overlapping an older pool). A pool that was
+	// valid keeps its last valid model in the allocator meanwhile: its FloatingIPs keep their cool-down, and
+	// the pods holding its addresses keep them described; it hands out nothing.
+	refused sync.Map
 
 	mu      sync.Mutex
 	pending map[string]map[string]*braidv1.FloatingIP // pod key -> FloatingIP name -> object just created
@@ -52,6 +57,14 @@ func (s *state) loaded(ctx context.Context, pool string) {
 	case s.poolLoaded <- event.GenericEvent{Object: &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pool}}}:
 	case <-ctx.Done():
 	}
+}
+
+// serving reports whether a pool is loaded and not refused, with its model.
+func (s *state) serving(name string) (pool.Model, bool) {
+	if _, refused := s.refused.Load(name); refused {
+		return pool.Model{}, false
+	}
+	return s.alloc.Model(name)
 }
 
 // observe applies a FloatingIP seen in the API (informer add/update, the rebuild list, or our own write) to the
