@@ -169,6 +169,7 @@ type IPPoolStatus struct {
 
 // IPPool is a pool of Floating IPs from one of the hosts' own subnets.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.cidr) || size(self.metadata.name) <= (self.spec.cidr.contains(':') ? 213 : 237)",message="metadata.name: at most 213 characters for an IPv6 pool, 237 for IPv4: each FloatingIP is named after its pool and address (e.g. mgmt-192-0-2-10) and object names end at 253"
 // +kubebuilder:resource:scope=Cluster,shortName=ipp
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=".spec.cidr"

@@ -266,3 +266,25 @@ func restClient() (*rest.RESTClient, error) {
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(env.Scheme).WithoutConversion()
 	return rest.RESTClientFor(cfg)
 }
+
+// TestIPPoolNameLength: a FloatingIP is named after its pool and address, so the pool's name leaves room for
+// the longest address (the expanded IPv6 form) within the 253 characters of an object name.
+func TestIPPoolNameLength(t *testing.T) {
+	named := func(n int, cidr string) string {
+		return fmt.Sprintf("apiVersion: braid.dev/v1alpha1\nkind: IPPool\nmetadata: {name: %s}\nspec: {cidr: %q}\n",
+			strings.Repeat("p", n), cidr)
+	}
+	for _, tc := range []struct {
+		n    int
+		cidr string
+		ok   bool
+	}{{213, "2001:db8::/64", true}, {214, "2001:db8::/64", false}, {237, "192.0.2.0/24", true}, {238, "192.0.2.0/24", false}} {
+		err := createYAML(t, named(tc.n, tc.cidr))
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%d-character name for %s refused: %v", tc.n, tc.cidr, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "metadata.name: at most 213 characters")):
+			t.Errorf("%d-character name for %s: want a refusal naming metadata.name, got %v", tc.n, tc.cidr, err)
+		}
+	}
+}

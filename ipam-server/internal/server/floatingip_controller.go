@@ -47,6 +47,11 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if f.Spec.Pod == "" {
 		return ctrl.Result{}, nil // an admin reservation of an address for nobody: never handed out
 	}
+	if f.Spec.PodUID == "" && effectivePolicy(f) == braidv1.ReleaseOnPodDeletion {
+		// Bound to no pod yet: an admin's reservation for a pod name, which the pod controller binds when that
+		// pod runs; released once the pod it was bound to is gone.
+		return ctrl.Result{}, nil
+	}
 	if f.Spec.PodUID != "" {
 		live, err := r.holderLives(ctx, f)
 		if err != nil || live {

@@ -380,7 +380,10 @@ func (r *podReconciler) matches(ctx context.Context, pod *corev1.Pod, ipp *braid
 	if sel := ipp.Spec.NamespaceSelector; sel != nil {
 		ns := &corev1.Namespace{}
 		if err := r.Get(ctx, types.NamespacedName{Name: pod.Namespace}, ns); err != nil {
-			return false, "", client.IgnoreNotFound(err)
+			if apierrors.IsNotFound(err) {
+				return false, fmt.Sprintf("namespace %s not found for namespaceSelector", pod.Namespace), nil
+			}
+			return false, "", err
 		}
 		if reason := selects("namespaceSelector", sel, ns.Labels); reason != "" {
 			return false, reason + " namespace " + pod.Namespace, nil

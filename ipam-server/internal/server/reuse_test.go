@@ -171,3 +171,31 @@ func TestPoolTurnedInvalidKeepsCooldownsAndHolders(t *testing.T) {
 		t.Fatalf("next pod got %q, which is cooling down or held", got)
 	}
 }
+
+// An admin's FloatingIP for a pod name with releasePolicy OnPodDeletion waits for that pod, goes to it, and
+// is released once that pod is gone. Before, it was released at once: no pod UID read as a holder gone.
+func TestReservationForAPodNameWaitsForThePod(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "named-v4", "203.0.113.0/29")
+	mkNAD(t, ns, "n", "named-v4")
+	startServer(t, "")
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "for-q"}, Spec: braidv1.FloatingIPSpec{IP: "203.0.113.5", Pool: "named-v4",
+		Pod: ns + "/q", Interface: "net1", Network: ns + "/n", ReleasePolicy: braidv1.ReleaseOnPodDeletion}}
+	if err := k8s.Create(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), f) })
+	time.Sleep(3 * time.Second)
+	if fs := fips(t, "named-v4"); len(fs) != 1 || fs[0].Status.Phase == braidv1.FloatingIPReleased {
+		t.Fatalf("the reservation for pod q before q exists: %+v", fs)
+	}
+	q := mkPod(t, ns, "q", "node-1", "n")
+	if got := addressesOf(assignments(t, ns, "q", "net1"), "net1"); got != "203.0.113.5/29" {
+		t.Fatalf("q got %q, want its reservation 203.0.113.5/29", got)
+	}
+	deletePod(t, q)
+	eventually(t, 10*time.Second, "the reservation released with q", func() (bool, string) {
+		fs := fips(t, "named-v4")
+		return len(fs) == 0, fmt.Sprintf("%+v", fs)
+	})
+}

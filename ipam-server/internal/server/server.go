@@ -235,7 +235,12 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
 		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks, predicate.Funcs{UpdateFunc: podUpdate})).
 		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(event.CreateEvent) bool { return false }, // our own creates need no second look
+			// Our own creates need no second look; an admin's reservation for a pod name (no pod UID yet)
+			// goes to that pod, if it runs.
+			CreateFunc: func(e event.CreateEvent) bool {
+				f, ok := e.Object.(*braidv1.FloatingIP)
+				return ok && f.Spec.Pod != "" && f.Spec.PodUID == ""
+			},
 		})).
 		WatchesRawSource(source.Channel(s.poolLoaded, handler.EnqueueRequestsFromMapFunc(
 			func(ctx context.Context, o client.Object) []reconcile.Request {
