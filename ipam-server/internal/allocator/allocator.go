@@ -122,7 +122,8 @@ func (a *Allocator) Observe(name string, addr netip.Addr, object string, release
 }
 
 // Forget records that FloatingIP object of addr was deleted at the given time. Deleting one that held the
-// address releases it then; one already released keeps its release time.
+// address releases it then; one already released keeps its release time. Forgetting an object again (the
+// server's own delete, then the informer's event) changes nothing.
 func (a *Allocator) Forget(name string, addr netip.Addr, object string, at time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -135,7 +136,7 @@ func (a *Allocator) Forget(name string, addr netip.Addr, object string, at time.
 	if len(s.objects[addr]) == 0 {
 		delete(s.objects, addr)
 	}
-	if (!known || !wasReleased) && at.After(s.released[addr]) {
+	if known && !wasReleased && at.After(s.released[addr]) {
 		s.released[addr] = at
 	}
 	return nil

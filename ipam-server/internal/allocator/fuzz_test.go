@@ -73,9 +73,11 @@ func FuzzAllocator(f *testing.F) {
 					must(t, a.Observe("p", addr, name, &at))
 					ref.observe(addr, name, &at)
 				}
-			case 3: // a FloatingIP, holding or released, is deleted now
+			case 3: // a FloatingIP, holding or released, is deleted now; the deletion is seen twice (the server's
+				// own delete, then the informer's event), maybe later
 				if addr, name, ok := ref.object(candidates, arg, true); ok {
 					must(t, a.Forget("p", addr, name, now))
+					must(t, a.Forget("p", addr, name, now.Add(time.Duration(arg)*time.Second)))
 					ref.forget(addr, name, now)
 				}
 			case 4: // claim a specific address
@@ -149,7 +151,7 @@ func (r *reference) observe(addr netip.Addr, name string, releasedAt *time.Time)
 }
 
 func (r *reference) forget(addr netip.Addr, name string, at time.Time) {
-	if r.objects[addr][name] == nil && at.After(r.released[addr]) {
+	if rel, known := r.objects[addr][name]; known && rel == nil && at.After(r.released[addr]) {
 		r.released[addr] = at
 	}
 	delete(r.objects[addr], name)
