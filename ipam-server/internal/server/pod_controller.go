@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
-	"github.com/braid-cni/braid/ipam-server/internal/allocator"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
 	"github.com/braid-cni/braid/ipam-server/internal/pool"
@@ -329,11 +328,11 @@ func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, name
 		}
 		m, ok := r.state.serving(name)
 		if !ok {
-			if _, err := pool.Parse(ipp.Spec); err != nil {
+			if _, err := r.state.parse(ipp); err != nil {
 				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
 				continue
 			}
-			older, err := olderOverlap(ctx, r.Client, ipp)
+			older, err := olderOverlap(ctx, r.Client, r.state, ipp)
 			switch {
 			case err != nil:
 				return c, err
@@ -402,133 +401,6 @@ func selects(field string, sel *metav1.LabelSelector, set map[string]string) str
 		return field + " does not match"
 	}
 	return ""
-}
-
-// allocate takes a free address of one family from the first eligible pool that has one.
-func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
-	is4 bool, why []string) (*braidv1.FloatingIP, error) {
-	family := map[bool]string{true: "IPv4", false: "IPv6"}[is4]
-	var exhausted []string
-	for _, c := range eligible {
-		if c.model.Prefix.Addr().Is4() != is4 {
-			continue
-		}
-		// An address whose FloatingIP exists already (the cache lagged) stays picked until the cache shows
-		// that FloatingIP, and the next one is tried.
-		for range 64 {
-			addr, err := r.state.alloc.Allocate(c.name, r.state.now())
-			if errors.Is(err, allocator.ErrExhausted) {
-				exhausted = append(exhausted, err.Error())
-				break
-			}
-			if err != nil {
-				return nil, err
-			}
-			f, err := r.create(ctx, pod, sel, c, addr)
-			if apierrors.IsAlreadyExists(err) {
-				continue
-			}
-			if err != nil {
-				r.state.alloc.Unclaim(c.name, addr)
-				return nil, err
-			}
-			return f, nil
-		}
-	}
-	if len(exhausted) > 0 {
-		return nil, &failure{ReasonPoolExhausted, fmt.Sprintf("network %s: no free %s address: %s", sel.Key(), family, strings.Join(exhausted, "; "))}
-	}
-	return nil, &failure{ReasonNoEligiblePool, fmt.Sprintf("network %s: no eligible %s pool: %s", sel.Key(), family, strings.Join(why, "; "))}
-}
-
-// claim holds a static address the pod asked for with "ips". Pools may share a CIDR (split into ranges), so
-// each eligible pool containing the address is asked in turn.
-func (r *podReconciler) claim(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
-	addr netip.Addr) (*braidv1.FloatingIP, error) {
-	var notUsable []string
-	for _, c := range eligible {
-		if !c.model.Prefix.Contains(addr) {
-			continue
-		}
-		err := r.state.alloc.Claim(c.name, addr, r.state.now())
-		switch {
-		case errors.Is(err, allocator.ErrTaken):
-			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held in IPPool %s", sel.Key(), addr, c.name)}
-		case errors.Is(err, allocator.ErrNotUsable):
-			notUsable = append(notUsable, c.name)
-			continue
-		case err != nil:
-			return nil, err
-		}
-		f, err := r.create(ctx, pod, sel, c, addr)
-		if apierrors.IsAlreadyExists(err) {
-			f, err = r.takeOver(ctx, pod, sel, c, addr)
-		}
-		if err != nil {
-			r.state.alloc.Unclaim(c.name, addr)
-			return nil, err
-		}
-		return f, nil
-	}
-	if len(notUsable) > 0 {
-		return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is not usable in IPPool %s (outside its ranges, excluded, or its gateway)",
-			sel.Key(), addr, strings.Join(notUsable, ", "))}
-	}
-	return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is outside every eligible pool", sel.Key(), addr)}
-}
-
-// takeOver gives the pod a statically requested address whose FloatingIP exists: one released (its previous
-// pod gone, the address cooling down) is deleted and made again for this pod, since the address was asked for
-// by name; one that holds the address refuses the request. The API server, not the cache, says which.
-func (r *podReconciler) takeOver(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, c candidate, addr netip.Addr) (*braidv1.FloatingIP, error) {
-	name := FloatingIPName(c.name, addr)
-	old := &braidv1.FloatingIP{}
-	if err := r.api.Get(ctx, types.NamespacedName{Name: name}, old); err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("read FloatingIP %s: %w", name, err)
-	} else if err == nil {
-		if old.Status.Phase != braidv1.FloatingIPReleased {
-			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s, pod %s)", sel.Key(), addr, name, old.Spec.Pod)}
-		}
-		if err := r.Delete(ctx, old, client.Preconditions{UID: &old.UID}); err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("take over released FloatingIP %s: %w", name, err)
-		}
-	}
-	f, err := r.create(ctx, pod, sel, c, addr)
-	if apierrors.IsAlreadyExists(err) {
-		return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s)", sel.Key(), addr, name)}
-	}
-	return f, err
-}
-
-// create records the address in the API server: the FloatingIP's name makes the address this pod's alone.
-func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, c candidate, addr netip.Addr) (*braidv1.FloatingIP, error) {
-	f := &braidv1.FloatingIP{
-		ObjectMeta: metav1.ObjectMeta{Name: FloatingIPName(c.name, addr)},
-		Spec: braidv1.FloatingIPSpec{
-			IP: addr.String(), Pool: c.name, Pod: pod.Namespace + "/" + pod.Name, PodUID: string(pod.UID),
-			Interface: sel.Interface, Network: sel.Key(), Node: pod.Spec.NodeName, ReleasePolicy: c.model.Policy,
-		},
-	}
-	if owner := metav1.GetControllerOf(pod); owner != nil && owner.Kind == "StatefulSet" {
-		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name}
-	}
-	if err := r.Create(ctx, f); err != nil {
-		return nil, err
-	}
-	r.state.created(f)
-	r.metrics.Allocations.WithLabelValues(c.name).Inc()
-	return f, nil
-}
-
-// rebind gives a reserved FloatingIP (StatefulSet ordinal, Never policy, admin reservation for this pod name)
-// to the pod that now carries that name.
-func (r *podReconciler) rebind(ctx context.Context, pod *corev1.Pod, f *braidv1.FloatingIP) error {
-	f.Spec.PodUID = string(pod.UID)
-	f.Spec.Node = pod.Spec.NodeName
-	if err := r.Update(ctx, f); err != nil {
-		return fmt.Errorf("rebind FloatingIP %s to pod %s/%s: %w", f.Name, pod.Namespace, pod.Name, err)
-	}
-	return nil
 }
 
 // describe renders the addresses of an interface with their pools' gateway, routes and DNS, IPv4 first and

@@ -55,7 +55,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	status := p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
-	m, err := pool.Parse(p.Spec)
+	m, err := r.state.parse(p)
 	if err != nil {
 		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
@@ -66,7 +66,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.List(ctx, pools, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return ctrl.Result{}, fmt.Errorf("list IPPools: %w", err)
 	}
-	if older, addr, found := overlap(p, &m, pools.Items); found {
+	if older, addr, found := overlap(p, &m, pools.Items, r.state.parse); found {
 		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reasonOverlaps, Message: overlapMessage(older, addr), ObservedGeneration: p.Generation})
@@ -151,7 +151,7 @@ func loadAll(ctx context.Context, c client.Reader, s *state) error {
 			continue
 		}
 		s.alloc.SetPool(pools.Items[i].Name, m)
-		if _, _, found := overlap(&pools.Items[i], &m, pools.Items); found {
+		if _, _, found := overlap(&pools.Items[i], &m, pools.Items, s.parse); found {
 			s.refused.Store(pools.Items[i].Name, true) // its FloatingIPs are counted; it hands out nothing
 		}
 	}

@@ -17,13 +17,14 @@ const reasonOverlaps = "OverlapsPool"
 // overlap finds a pool older than p (by creation, then name) that could hand out one of p's addresses on
 // the same network: each pool guards only its own FloatingIP names, so two such pools would give one
 // address to two pods. Pools with distinct spec.vlan are separate networks and may share addresses.
-func overlap(p *braidv1.IPPool, m *pool.Model, pools []braidv1.IPPool) (older string, addr netip.Addr, found bool) {
+func overlap(p *braidv1.IPPool, m *pool.Model, pools []braidv1.IPPool, parse func(*braidv1.IPPool) (pool.Model, error)) (
+	older string, addr netip.Addr, found bool) {
 	for i := range pools {
 		q := &pools[i]
 		if q.Name == p.Name || !olderThan(q, p) || separateNetworks(p, q) {
 			continue
 		}
-		qm, err := pool.Parse(q.Spec)
+		qm, err := parse(q)
 		if err != nil {
 			continue
 		}
@@ -53,8 +54,8 @@ func overlapMessage(older string, addr netip.Addr) string {
 
 // olderOverlap names the older pool a valid pool overlaps, or "" when there is none (a valid pool not loaded
 // yet is about to be).
-func olderOverlap(ctx context.Context, c client.Reader, p *braidv1.IPPool) (string, error) {
-	m, err := pool.Parse(p.Spec)
+func olderOverlap(ctx context.Context, c client.Reader, s *state, p *braidv1.IPPool) (string, error) {
+	m, err := s.parse(p)
 	if err != nil {
 		return "", err
 	}
@@ -62,6 +63,24 @@ func olderOverlap(ctx context.Context, c client.Reader, p *braidv1.IPPool) (stri
 	if err := c.List(ctx, pools, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return "", fmt.Errorf("list IPPools: %w", err)
 	}
-	older, _, _ := overlap(p, &m, pools.Items)
+	older, _, _ := overlap(p, &m, pools.Items, s.parse)
 	return older, nil
+}
+
+// parsedPool is a pool's spec parsed at a generation.
+type parsedPool struct {
+	generation int64
+	model      pool.Model
+	err        error
+}
+
+// parse is pool.Parse, remembered by the pool's UID and generation: pool reconciles follow every FloatingIP
+// event, and each compares its pool with every older one.
+func (s *state) parse(p *braidv1.IPPool) (pool.Model, error) {
+	if v, ok := s.parsed.Load(p.UID); ok && v.(parsedPool).generation == p.Generation {
+		return v.(parsedPool).model, v.(parsedPool).err
+	}
+	m, err := pool.Parse(p.Spec)
+	s.parsed.Store(p.UID, parsedPool{generation: p.Generation, model: m, err: err})
+	return m, err
 }

@@ -26,6 +26,7 @@ type state struct {
 	// valid keeps its last valid model in the allocator meanwhile: its FloatingIPs keep their cool-down, and
 	// the pods holding its addresses keep them described; it hands out nothing.
 	refused sync.Map
+	parsed  sync.Map // pool UID -> parsedPool
 
 	mu      sync.Mutex
 	pending map[string]map[string]*braidv1.FloatingIP // pod key -> FloatingIP name -> object just created
