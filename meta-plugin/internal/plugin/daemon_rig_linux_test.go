@@ -90,6 +90,7 @@ func newDaemonRig(t *testing.T, ver string) *daemonRig {
 		Stderr: testWriter{t},
 	})
 	handler := func(ctx context.Context, req shim.Request) (out []byte, err error) {
+		ctx = context.WithValue(ctx, daemonCallKey{}, req.Command)
 		// The rig's host is a network namespace: the daemon's calls (and the delegates they run) happen there.
 		if nsErr := r.hostNS.Do(func(ns.NetNS) error {
 			start := time.Now()
@@ -124,6 +125,9 @@ func newDaemonRig(t *testing.T, ver string) *daemonRig {
 	r.setConf(map[string]any{"type": "braid-shim", "daemonSocket": dr.socket})
 	return dr
 }
+
+// daemonCallKey marks the context of a daemon call with its command (ADD, DEL...), for recordingExec's hook.
+type daemonCallKey struct{}
 
 // call runs the braid-shim binary as a runtime does and returns its stdout, or its CNI error.
 func (dr *daemonRig) call(command string, args *skel.CmdArgs) ([]byte, error) {

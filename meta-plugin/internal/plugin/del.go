@@ -275,7 +275,7 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 			// cache (which knows the netns and CNI_ARGS) and the pod, and removed once all is deleted.
 			log.Warn("attachment record unreadable; removing the container from the caches", "gc", id, "err", err)
 			p.argsFromCache(ctx, e, &gcArgs)
-			if err := p.Del(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
+			if err := p.gcDel(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
 				errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
 			}
 			continue
@@ -294,7 +294,7 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 		if len(rec.Attachments) > 0 && rec.Attachments[0].Master {
 			gcArgs.IfName = rec.Attachments[0].IfName
 		}
-		if err := p.Del(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
+		if err := p.gcDel(ctx, c, &gcArgs, log.With("gc", id)); err != nil {
 			errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
 		}
 	}
@@ -339,4 +339,9 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gcDel removes a stale container as DEL does, once no call of the container runs (see serialized).
+func (p *Plugin) gcDel(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
+	return p.serialized(ctx, "DEL", args.ContainerID, func() error { return p.Del(ctx, c, args, log) })
 }

@@ -120,7 +120,8 @@ type Deps struct {
 
 // Plugin implements the CNI commands.
 type Plugin struct {
-	deps Deps
+	deps  Deps
+	locks *containerLocks
 }
 
 // New returns a Plugin; nil fields of deps get their production defaults.
@@ -134,7 +135,7 @@ func New(deps Deps) *Plugin {
 	if deps.SetDefaultRoute == nil {
 		deps.SetDefaultRoute = route.SetDefault
 	}
-	return &Plugin{deps: deps}
+	return &Plugin{deps: deps, locks: newContainerLocks()}
 }
 
 // Funcs wires the plugin into skel.PluginMainFuncs.
@@ -237,13 +238,28 @@ func (p *Plugin) run(ctx context.Context, args *skel.CmdArgs, cmd string, f func
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	start := time.Now()
-	if err := f(ctx, c, log); err != nil {
+	if err := p.serialized(ctx, cmd, args.ContainerID, func() error { return f(ctx, c, log) }); err != nil {
 		cniErr := toCNI(cmd, err)
 		log.Error("failed", "code", cniErr.Code, "err", cniErr.Msg, "took", time.Since(start))
 		return cniErr
 	}
 	log.Debug("done", "took", time.Since(start))
 	return nil
+}
+
+// serialized runs f once no other ADD, DEL or CHECK of the container runs (in braid's node daemon, calls of
+// one container may come at once: a runtime's DEL after an ADD that timed out on its side). STATUS and GC
+// name no container; GC takes the lock of each container it removes.
+func (p *Plugin) serialized(ctx context.Context, cmd, containerID string, f func() error) error {
+	if containerID == "" || cmd == "STATUS" || cmd == "GC" {
+		return f()
+	}
+	unlock, err := p.locks.lock(ctx, containerID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f()
 }
 
 // logger opens the conf's log destination. Multus' levels map to slog's: debug, verbose/info, error/panic.

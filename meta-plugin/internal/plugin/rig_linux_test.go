@@ -115,6 +115,15 @@ type recordingExec struct {
 	mu    sync.Mutex
 	calls []execCall
 	busy  time.Duration
+	// hook, when set, runs before each delegate with its CNI environment; its error is the delegate's.
+	hook func(ctx context.Context, environ []string) error
+}
+
+// setHook sets (or, with nil, clears) the hook run before each delegate.
+func (r *recordingExec) setHook(h func(ctx context.Context, environ []string) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hook = h
 }
 
 type execCall struct {
@@ -124,6 +133,14 @@ type execCall struct {
 }
 
 func (r *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	r.mu.Lock()
+	hook := r.hook
+	r.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, environ); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	out, err := r.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
 	took := time.Since(start) // the delegate's time only, not the recording below
