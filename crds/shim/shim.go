@@ -101,7 +101,8 @@ func (o *ownSocket) Close() error {
 // Serve answers calls on l until l is closed: one call per connection, its Request as JSON from the shim and
 // the Response as JSON back. (No HTTP: the shim stays small and starts fast.) It returns when l is closed,
 // after the calls in progress have answered. Calls get ctx's values but not its end: a call that started
-// finishes, so that the runtime never sees half an ADD.
+// finishes, so that the runtime never sees half an ADD. A call's context ends (with cause ErrHungUp) when its
+// caller hangs up before the answer.
 func Serve(ctx context.Context, l net.Listener, h Handler) error {
 	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
@@ -128,7 +129,7 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
 		resp.Error = types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")
-	} else if out, err := h(context.WithValue(ctx, afterReplyKey{}, after), req); err != nil {
+	} else if out, err := handle(ctx, conn, h, req, after); err != nil {
 		resp.Error = asCNI(err)
 	} else if len(bytes.TrimSpace(out)) > 0 {
 		resp.Result = out
@@ -139,6 +140,37 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	}
 	_ = conn.Close()
 	after.run()
+}
+
+// ErrHungUp is the cause of a call's context ending because its caller hung up before the answer.
+var ErrHungUp = errors.New("the caller hung up before the answer (the runtime gave up on the call)")
+
+// handle runs h for req with a context that ends when the caller hangs up before the answer: nobody is left
+// to read it, and the runtime's next call of the container (its DEL after a timed-out ADD) should not wait
+// for work it gave up on.
+func handle(ctx context.Context, conn net.Conn, h Handler, req Request, after *afterReply) ([]byte, error) {
+	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, afterReplyKey{}, after))
+	defer cancel(nil)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		buf := make([]byte, 512)
+		for {
+			// The caller sends nothing after its request: a read ends at its hang-up, or at the deadline
+			// set below once the answer is ready.
+			if _, err := conn.Read(buf); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					cancel(ErrHungUp)
+				}
+				return
+			}
+		}
+	}()
+	out, err := h(ctx, req)
+	_ = conn.SetReadDeadline(time.Now())
+	<-watched
+	_ = conn.SetReadDeadline(time.Time{})
+	return out, err
 }
 
 // hangUpWait bounds how long after-reply work waits for the caller to hang up.

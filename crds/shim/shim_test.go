@@ -147,6 +147,38 @@ func TestAfterReplyRunsWhenTheCallerHangsUp(t *testing.T) {
 	}
 }
 
+// A call whose caller hangs up before the answer (braid-shim killed, or out of time) has its context ended
+// with ErrHungUp, so that the daemon stops work nobody waits for; a caller that waits gets its answer.
+func TestCallEndsWhenTheCallerHangsUp(t *testing.T) {
+	ended := make(chan error, 1)
+	socket := serve(t, func(ctx context.Context, req Request) ([]byte, error) {
+		if req.Command == "CHECK" {
+			time.Sleep(100 * time.Millisecond) // a caller that waits: the call must not end early
+			return nil, context.Cause(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			ended <- context.Cause(ctx)
+		case <-time.After(5 * time.Second):
+			ended <- errors.New("still running 5s after the caller hung up")
+		}
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := Call(ctx, socket, Request{Command: "ADD"}); err == nil {
+		t.Fatal("the call answered, want the caller to give up")
+	}
+	if err := <-ended; !errors.Is(err, ErrHungUp) {
+		t.Errorf("call context ended with %v, want ErrHungUp", err)
+	}
+	_, hangUp, err := Call(t.Context(), socket, Request{Command: "CHECK", Stdin: []byte(`{"padding":"` + strings.Repeat("x", 4096) + `"}`)})
+	if err != nil {
+		t.Fatalf("a caller that waits: %v", err)
+	}
+	hangUp()
+}
+
 // A stopping daemon removes its socket, but not the socket of a daemon that replaced it meanwhile.
 func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "braid.sock")
