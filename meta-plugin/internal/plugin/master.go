@@ -16,8 +16,9 @@ import (
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 )
 
-// onDisk finds the conf named name in confDir: conflists first, then confs (NPWG spec 3.4.1).
-func (r *resolver) onDisk(name string) (*libcni.NetworkConfigList, error) {
+// onDisk finds the conf named name in confDir: conflists first, then confs (NPWG spec 3.4.1). With skipSelf,
+// braid's own conf (which may carry any name) is passed over.
+func (r *resolver) onDisk(name string, skipSelf bool) (*libcni.NetworkConfigList, error) {
 	for _, exts := range [][]string{{".conflist"}, {".conf", ".json"}} {
 		files, err := libcni.ConfFiles(r.e.c.ConfDir, exts)
 		if err != nil {
@@ -29,12 +30,30 @@ func (r *resolver) onDisk(name string) (*libcni.NetworkConfigList, error) {
 				continue // a file that vanished or cannot be read is not the one we look for
 			}
 			list, err := delegate.FromBytes(b, "", f)
-			if err == nil && list.Name == name {
+			if err == nil && list.Name == name && (!skipSelf || braidIn(list) == "") {
 				return list, nil
 			}
 		}
 	}
 	return nil, fmt.Errorf("no spec.config and no conf named %q in %s: %w", name, r.e.c.ConfDir, errNetwork)
+}
+
+// namedNetwork resolves a network braid's conf names by name (clusterNetwork, defaultNetworks[i]) as Multus
+// does: the NAD ref, else the conf in confDir whose CNI name is the name as written, never braid's own. It
+// returns the network's name for records and network-status: ref's, or the conf's.
+func (r *resolver) namedNetwork(ctx context.Context, field, written string, ref conf.NetRef) (*libcni.NetworkConfigList, string, string, error) {
+	list, resource, err := r.nadList(ctx, field, ref.Namespace, ref.Name)
+	var missing *nadNotFound
+	if !errors.As(err, &missing) {
+		return list, resource, ref.String(), err
+	}
+	list, derr := r.onDisk(written, true)
+	if derr != nil {
+		return nil, "", "", fmt.Errorf("%s: %q is neither a network-attachment-definition (%s not found) nor the name of "+
+			"a conf in %s (confDir); create one of them: %w", field, written, ref, r.e.c.ConfDir, errNetwork)
+	}
+	r.e.log.Debug("no network-attachment-definition; using the conf of that name in confDir", "field", field, "network", written)
+	return list, "", list.Name, nil
 }
 
 // master resolves the cluster network: the pod's default-network override, else the conf's clusterNetwork
@@ -55,8 +74,7 @@ func (r *resolver) master(ctx context.Context, pod *corev1.Pod) (*attachment, er
 		a.Network = el.Ref()
 		a.list, _, err = r.nadList(ctx, a.field, el.Namespace, el.Name)
 	case c.ClusterNAD != nil:
-		a.Network = c.ClusterNAD.String()
-		a.list, _, err = r.nadList(ctx, a.field, c.ClusterNAD.Namespace, c.ClusterNAD.Name)
+		a.list, _, a.Network, err = r.namedNetwork(ctx, a.field, c.ClusterNetwork, *c.ClusterNAD)
 	case len(c.Delegates) > 0:
 		a.field = "delegates[0]"
 		a.list, err = delegate.FromBytes(c.FirstDelegate(), "", a.field)

@@ -31,6 +31,9 @@ type attachment struct {
 	elem selection.Element
 	// resource is the NAD's k8s.v1.cni.cncf.io/resourceName.
 	resource string
+	// confName is the network's name as braid's conf writes it (defaultNetworks): without a NAD of that name,
+	// the conf of that name in confDir (see namedNetwork).
+	confName string
 	// guessed marks an extra network DEL rebuilt from the pod alone: neither braid's record nor libcni's
 	// cache says its ADD ever ran, so a failing DEL of it (host-device without its device, say) is no
 	// reason to keep the pod from going.
@@ -78,13 +81,20 @@ func (r *resolver) nad(ctx context.Context, field, namespace, name string) (*nad
 	n, err := fetchNAD(ctx, r.kube, namespace, name)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("%s: network-attachment-definition %s not found: %w", field, key, errNetwork)
+		return nil, &nadNotFound{msg: fmt.Sprintf("%s: network-attachment-definition %s not found", field, key)}
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w: %w", field, err, errTryAgain)
 	}
 	r.nads[key] = n
 	return n, nil
 }
+
+// nadNotFound is a NAD that does not exist (code 101, errNetwork): a network braid's conf names may then be
+// a conf in confDir (see namedNetwork).
+type nadNotFound struct{ msg string }
+
+func (e *nadNotFound) Error() string { return e.msg + ": " + errNetwork.Error() }
+func (e *nadNotFound) Unwrap() error { return errNetwork }
 
 // fetchNAD reads a NAD from the API server's cache and, when the cache does not have it (it may lag behind a
 // NAD created just before the pod), once more from etcd before believing it is missing.
@@ -148,7 +158,7 @@ func (r *resolver) nadList(ctx context.Context, field, namespace, name string) (
 	if n.Spec.Config != "" {
 		list, err = delegate.FromNADConfig(n.Name, n.Spec.Config)
 	} else {
-		list, err = r.onDisk(n.Name)
+		list, err = r.onDisk(n.Name, false)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: network-attachment-definition %s/%s: %w", field, namespace, name, err)
@@ -190,7 +200,7 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 	var out []*attachment
 	for i, el := range defaults {
 		out = append(out, &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: defNames[i]},
-			field: fmt.Sprintf("defaultNetworks[%d]", i), elem: el})
+			field: fmt.Sprintf("defaultNetworks[%d]", i), elem: el, confName: c.DefaultNetworks[i]})
 	}
 	for i, el := range elems {
 		field := fmt.Sprintf("networks[%d]", i)
@@ -200,6 +210,20 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 		out = append(out, &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: names[i]}, field: field, elem: el})
 	}
 	return out, nil
+}
+
+// extraList returns the config list and resourceName of an extra network: its NAD's, or for a network braid's
+// conf names, the conf of that name when there is no such NAD (then a.Network becomes the conf's name).
+func (r *resolver) extraList(ctx context.Context, a *attachment) (*libcni.NetworkConfigList, string, error) {
+	ref := conf.NetRef{Namespace: a.elem.Namespace, Name: a.elem.Name}
+	if a.confName == "" {
+		return r.nadList(ctx, a.field, ref.Namespace, ref.Name)
+	}
+	list, resource, network, err := r.namedNetwork(ctx, a.field, a.confName, ref)
+	if err == nil {
+		a.Network = network
+	}
+	return list, resource, err
 }
 
 // plan resolves every attachment of an ADD, checks what can be checked before anything runs (capabilities,
@@ -217,7 +241,7 @@ func (p *Plugin) plan(ctx context.Context, e *env, kube Kube, pod *corev1.Pod) (
 	}
 	var reqs []device.Request
 	for _, a := range extras {
-		if a.list, a.resource, err = r.nadList(ctx, a.field, a.elem.Namespace, a.elem.Name); err != nil {
+		if a.list, a.resource, err = r.extraList(ctx, a); err != nil {
 			return nil, err
 		}
 		if err := delegate.CheckCapabilities(a.Network+" ("+a.field+")", a.list, a.elem); err != nil {
@@ -291,7 +315,7 @@ func (p *Plugin) planForDelete(ctx context.Context, e *env, kube Kube, pod *core
 		return out
 	}
 	for _, a := range extras {
-		list, _, err := r.nadList(ctx, a.field, a.elem.Namespace, a.elem.Name)
+		list, _, err := r.extraList(ctx, a)
 		if err != nil {
 			e.log.Warn("network cannot be resolved for DEL", "network", a.Network, "err", err)
 			continue
