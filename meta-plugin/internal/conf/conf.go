@@ -109,7 +109,8 @@ type Conf struct {
 	// ClusterNetwork is the master network: an absolute path to a conf or conflist file, an absolute path to a
 	// directory (its first conf file, in lexical order, that is not braid's), or a NAD name ("[ns/]name").
 	ClusterNetwork string `json:"clusterNetwork"`
-	// Delegates is Multus' older way to give the master network inline; only the first entry is used.
+	// Delegates is Multus' older way to give the networks inline: the first is the master network, the others
+	// are attached to every pod, after DefaultNetworks.
 	Delegates []json.RawMessage `json:"delegates"`
 	// DefaultNetworks are NADs attached to every pod outside SystemNamespaces, before the pod's own.
 	DefaultNetworks []string `json:"defaultNetworks"`
@@ -426,4 +427,12 @@ func (c *Conf) FirstDelegate() []byte {
 		return nil
 	}
 	return bytes.TrimSpace(c.Delegates[0])
+}
+
+// ExtraDelegates returns the delegates after the first: as in Multus, networks attached to every pod.
+func (c *Conf) ExtraDelegates() []json.RawMessage {
+	if len(c.Delegates) < 2 {
+		return nil
+	}
+	return c.Delegates[1:]
 }

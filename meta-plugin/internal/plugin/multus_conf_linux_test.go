@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -63,4 +64,39 @@ func TestNamedNetworksFallBackToConfDir(t *testing.T) {
 		}
 		r.assertGone(p)
 	}
+}
+
+// TestDelegatesAfterTheFirstAreNetworksOfEveryPod: as in Multus, "delegates": [A, B] makes A the cluster
+// network and B a network of every pod, here after the defaultNetworks; B was silently ignored before.
+func TestDelegatesAfterTheFirstAreNetworksOfEveryPod(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.standardNADs()
+	cluster := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cbr5","plugins":[{"type":"bridge","bridge":"br5","isGateway":true,
+		"ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"203.0.113.0/25"}]]}}]}`, r.ipamDir())
+	storage := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"storage","type":"macvlan","master":"mvpar0","mode":"bridge","ipam":%s}`,
+		r.hostLocal("192.0.2.0/24", "192.0.2.100", "192.0.2.120", "192.0.2.1"))
+	r.setConf(map[string]any{"clusterNetwork": nil, "defaultNetworks": []string{r.ns + "/net-a"},
+		"delegates": []json.RawMessage{json.RawMessage(cluster), json.RawMessage(storage)}})
+
+	p := r.pod("delegates", nil)
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if got := keys(links(t, p.netns)); !cmp.Equal(got, []string{"eth0", "net1", "net2"}) {
+		t.Fatalf("pod interfaces = %v, want eth0 (delegates[0]), net1 (defaultNetworks[0]), net2 (delegates[1])", got)
+	}
+	if a := addrs(t, p.netns, "net2"); len(a) != 1 || !inRange(a[0], "192.0.2.", 100, 120) {
+		t.Errorf("net2 = %v, want an address of delegates[1] (192.0.2.100-120)", a)
+	}
+	var names []string
+	for _, s := range r.status(p) {
+		names = append(names, s.Name+"@"+s.Interface)
+	}
+	if want := []string{"cbr5@eth0", r.ns + "/net-a@net1", "storage@net2"}; !cmp.Equal(names, want) {
+		t.Errorf("network-status = %v, want %v", names, want)
+	}
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	r.assertGone(p)
 }

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -34,6 +35,8 @@ type attachment struct {
 	// confName is the network's name as braid's conf writes it (defaultNetworks): without a NAD of that name,
 	// the conf of that name in confDir (see namedNetwork).
 	confName string
+	// inline is the network's conf given in braid's own conf (delegates after the first): there is no NAD.
+	inline []byte
 	// guessed marks an extra network DEL rebuilt from the pod alone: neither braid's record nor libcni's
 	// cache says its ADD ever ran, so a failing DEL of it (host-device without its device, say) is no
 	// reason to keep the pod from going.
@@ -186,6 +189,17 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 			defaults = append(defaults, selection.Element{Name: ref.Name, Namespace: ref.Namespace})
 		}
 	}
+	// As in Multus, delegates after the first are networks of every pod, system namespaces included.
+	for i, d := range c.ExtraDelegates() {
+		var named struct {
+			Name string `json:"name"`
+		}
+		_ = json.Unmarshal(d, &named) // conf.Parse has checked that it is a JSON object
+		if named.Name == "" {
+			named.Name = fmt.Sprintf("delegates[%d]", i+1)
+		}
+		defaults = append(defaults, selection.Element{Name: named.Name})
+	}
 	var elems []selection.Element
 	if pod != nil {
 		var err error
@@ -199,8 +213,14 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 	}
 	var out []*attachment
 	for i, el := range defaults {
-		out = append(out, &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: defNames[i]},
-			field: fmt.Sprintf("defaultNetworks[%d]", i), elem: el, confName: c.DefaultNetworks[i]})
+		a := &attachment{Attachment: cache.Attachment{Network: el.Ref(), IfName: defNames[i]}, elem: el}
+		if i < len(c.DefaultNADs) {
+			a.field, a.confName = fmt.Sprintf("defaultNetworks[%d]", i), c.DefaultNetworks[i]
+		} else {
+			j := i - len(c.DefaultNADs) + 1
+			a.field, a.inline, a.Network = fmt.Sprintf("delegates[%d]", j), c.Delegates[j], el.Name
+		}
+		out = append(out, a)
 	}
 	for i, el := range elems {
 		field := fmt.Sprintf("networks[%d]", i)
@@ -215,6 +235,10 @@ func (r *resolver) selections(pod *corev1.Pod) ([]*attachment, error) {
 // extraList returns the config list and resourceName of an extra network: its NAD's, or for a network braid's
 // conf names, the conf of that name when there is no such NAD (then a.Network becomes the conf's name).
 func (r *resolver) extraList(ctx context.Context, a *attachment) (*libcni.NetworkConfigList, string, error) {
+	if a.inline != nil {
+		list, err := delegate.FromBytes(a.inline, "", a.field)
+		return list, "", err
+	}
 	ref := conf.NetRef{Namespace: a.elem.Namespace, Name: a.elem.Name}
 	if a.confName == "" {
 		return r.nadList(ctx, a.field, ref.Namespace, ref.Name)
@@ -343,7 +367,9 @@ func (r *resolver) nadRefs(pod *corev1.Pod, extras []*attachment) []conf.NetRef 
 		refs = append(refs, *c.ClusterNAD)
 	}
 	for _, a := range extras {
-		refs = append(refs, conf.NetRef{Namespace: a.elem.Namespace, Name: a.elem.Name})
+		if a.inline == nil {
+			refs = append(refs, conf.NetRef{Namespace: a.elem.Namespace, Name: a.elem.Name})
+		}
 	}
 	return refs
 }
