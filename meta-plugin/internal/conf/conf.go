@@ -164,6 +164,8 @@ type Conf struct {
 	GlobalNamespaces []string `json:"-"`
 	// SystemNamespaces get only the cluster network's defaults (Multus' systemNamespaces).
 	SystemNamespaces []string `json:"-"`
+	// Warnings are what the configuration gets wrong without harm, for the log.
+	Warnings []string `json:"-"`
 }
 
 // Parse decodes and validates braid's configuration and applies defaults.
@@ -202,7 +204,9 @@ func (c *Conf) validate() error {
 	case c.ClusterNetwork == "" && len(c.Delegates) == 0:
 		return fieldErr("clusterNetwork", "is required (a conf file, a conf directory or a NetworkAttachmentDefinition name)")
 	case c.ClusterNetwork != "" && len(c.Delegates) > 0:
-		return fieldErr("delegates", "cannot be combined with clusterNetwork; use one of them")
+		// As Multus does: clusterNetwork wins and delegates are not used, not even checked.
+		c.Warnings = append(c.Warnings, "delegates: ignored, because clusterNetwork is set (as in Multus); remove one of them")
+		c.Delegates = nil
 	}
 	for i, d := range c.Delegates {
 		if err := validateDelegate(fmt.Sprintf("delegates[%d]", i), d); err != nil {

@@ -84,6 +84,14 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("FirstDelegate = %s", c.FirstDelegate())
 			}
 		}},
+		{"clusterNetwork wins over delegates", `{` + base + `,"clusterNetwork":"/x","delegates":[{"type":"bridge"},{"name":"x"}]}`, func(t *testing.T, c *Conf) {
+			if c.ClusterNetwork != "/x" || len(c.Delegates) != 0 || c.FirstDelegate() != nil || c.ExtraDelegates() != nil {
+				t.Errorf("clusterNetwork %q, delegates %s: want clusterNetwork used and delegates ignored, as in Multus", c.ClusterNetwork, c.Delegates)
+			}
+			if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], "delegates: ignored, because clusterNetwork is set") {
+				t.Errorf("warnings = %q, want one about delegates", c.Warnings)
+			}
+		}},
 		{"timeouts and GC attachments", `{` + base + `,"clusterNetwork":"/d","podLookupTimeoutSeconds":0,"readinessTimeoutSeconds":5,
 			"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}`, func(t *testing.T, c *Conf) {
 			if c.PodLookupTimeout != 0 || c.ReadinessTimeout != 5*time.Second {
@@ -123,7 +131,6 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{"no name", `{"cniVersion":"1.0.0","type":"braid","clusterNetwork":"/x"}`, "name"},
 		{"no version", `{"name":"n","type":"braid","clusterNetwork":"/x"}`, "cniVersion"},
 		{"no master", `{` + base + `}`, "clusterNetwork"},
-		{"master twice", `{` + base + `,"clusterNetwork":"/x","delegates":[{"type":"bridge"}]}`, "delegates"},
 		{"delegate without type", `{` + base + `,"delegates":[{"name":"x"}]}`, "delegates[0]"},
 		{"delegate is braid-shim", `{` + base + `,"delegates":[{"cniVersion":"1.0.0","name":"x","type":"braid-shim"}]}`, "delegates[0].type"},
 		{"delegate list holds braid", `{` + base + `,"delegates":[{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"bridge"},{"type":"braid"}]}]}`,

@@ -76,7 +76,7 @@ func TestCatalogue(t *testing.T) {
 		"NAD-07":  {networks: `nowhere`, nads: map[string]string{"nowhere": ""}},
 		"NAD-08":  {networks: `vf-net`, nads: map[string]string{"vf-net": macvlanNAD}, resource: "example.com/sriov_a"},
 		"CONF-01": {conf: map[string]any{"clusterNetwork": nil}},
-		"CONF-02": {conf: map[string]any{"delegates": []any{map[string]any{"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge"}}}},
+		"CONF-02": {conf: map[string]any{"clusterNetwork": nil, "delegates": []any{map[string]any{"cniVersion": "1.0.0", "name": "x", "type": "braid-shim"}}}},
 		"CONF-03": {conf: map[string]any{"clusterNetwork": "calico", "kubeconfig": nil}},
 		"CONF-04": {conf: map[string]any{"clusterNetwork": "Calico_Net"}},
 		"CONF-05": {conf: map[string]any{"clusterNetwork": "/etc/cni/net.d/missing/10-calico.conflist"}},

@@ -235,6 +235,9 @@ func (p *Plugin) run(ctx context.Context, args *skel.CmdArgs, cmd string, f func
 	log, closeLog := p.logger(c)
 	defer closeLog()
 	log = log.With("cmd", cmd, "containerID", args.ContainerID, "ifName", args.IfName)
+	for _, w := range c.Warnings {
+		log.Warn("braid's configuration: " + w)
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	start := time.Now()
