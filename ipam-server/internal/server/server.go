@@ -261,7 +261,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		For(&braidv1.FloatingIP{}).
 		Watches(&corev1.Pod{}, podToFIPs, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
-			UpdateFunc: func(e event.UpdateEvent) bool { return podFinishes(e) }, // a Job's pod completing frees its addresses
+			UpdateFunc: podFinishes, // a Job's pod completing frees its addresses
 		})).
 		Watches(&appsv1.StatefulSet{}, setToFIPs).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
