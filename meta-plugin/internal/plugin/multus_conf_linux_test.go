@@ -36,10 +36,7 @@ func TestNamedNetworksFallBackToConfDir(t *testing.T) {
 	if a := addrs(t, p.netns, "net1"); len(a) != 1 || !inRange(a[0], "192.0.2.", 10, 99) {
 		t.Errorf("net1 = %v, want an address of mgmt-net (192.0.2.10-99)", a)
 	}
-	var names []string
-	for _, s := range r.status(p) {
-		names = append(names, s.Name+"@"+s.Interface)
-	}
+	names := statusNames(r, p)
 	if want := []string{"k8s-pod-network@eth0", "mgmt-net@net1"}; !cmp.Equal(names, want) {
 		t.Errorf("network-status = %v, want %v", names, want)
 	}
@@ -88,10 +85,7 @@ func TestDelegatesAfterTheFirstAreNetworksOfEveryPod(t *testing.T) {
 	if a := addrs(t, p.netns, "net2"); len(a) != 1 || !inRange(a[0], "192.0.2.", 100, 120) {
 		t.Errorf("net2 = %v, want an address of delegates[1] (192.0.2.100-120)", a)
 	}
-	var names []string
-	for _, s := range r.status(p) {
-		names = append(names, s.Name+"@"+s.Interface)
-	}
+	names := statusNames(r, p)
 	if want := []string{"cbr5@eth0", r.ns + "/net-a@net1", "storage@net2"}; !cmp.Equal(names, want) {
 		t.Errorf("network-status = %v, want %v", names, want)
 	}
@@ -99,4 +93,13 @@ func TestDelegatesAfterTheFirstAreNetworksOfEveryPod(t *testing.T) {
 		t.Fatalf("DEL: %v", err)
 	}
 	r.assertGone(p)
+}
+
+// statusNames lists the pod's network-status entries as name@interface.
+func statusNames(r *rig, p *pod) []string {
+	var names []string
+	for _, s := range r.status(p) {
+		names = append(names, s.Name+"@"+s.Interface)
+	}
+	return names
 }
