@@ -212,6 +212,7 @@ func parseCommaList(v string) ([]Element, error) {
 		if item == "" {
 			return nil, fieldErr(field, "empty element in the comma-separated list")
 		}
+		// As in Multus, an empty namespace ("/net-a") is the pod's and an empty interface ("net-a@") is unset.
 		var e Element
 		nsName, ifName, hasIf := strings.Cut(item, "@")
 		if hasIf {
@@ -219,7 +220,7 @@ func parseCommaList(v string) ([]Element, error) {
 				return nil, fieldErr(field, "%q has more than one '@'", item)
 			}
 			e.Interface = strings.TrimSpace(ifName)
-			if r := ValidInterfaceName(e.Interface); r != "" {
+			if r := ValidInterfaceName(e.Interface); e.Interface != "" && r != "" {
 				return nil, fieldErr(field+".interface", "%s", r)
 			}
 		}
@@ -229,7 +230,7 @@ func parseCommaList(v string) ([]Element, error) {
 				return nil, fieldErr(field, "%q has more than one '/'", item)
 			}
 			e.Namespace = strings.TrimSpace(ns)
-			if r := ValidLabel(e.Namespace); r != "" {
+			if r := ValidLabel(e.Namespace); e.Namespace != "" && r != "" {
 				return nil, fieldErr(field+".namespace", "%s", r)
 			}
 		} else {
@@ -262,6 +263,19 @@ func parseJSON(v string) ([]Element, error) {
 
 func isNull(r json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(r), []byte("null")) }
 
+// emptyOptional: an empty interface, interfaceRequest or mac string, or an empty ips list, which Multus takes
+// for "not requested".
+func emptyOptional(key string, r json.RawMessage) bool {
+	v := string(bytes.TrimSpace(r))
+	switch key {
+	case "interface", "interfaceRequest", "mac":
+		return v == `""`
+	case "ips":
+		return strings.ReplaceAll(v, " ", "") == "[]"
+	}
+	return false
+}
+
 // decode unmarshals one key's value, naming the field in the error.
 func decode(field string, r json.RawMessage, into any) error {
 	d := json.NewDecoder(bytes.NewReader(r))
@@ -292,8 +306,8 @@ func parseJSONElement(field string, r json.RawMessage) (Element, error) {
 	var ifAlias string
 	for k, val := range keys {
 		f := field + "." + k
-		if isNull(val) && k != "name" {
-			continue // an explicit null is the same as an absent optional key
+		if isNull(val) && k != "name" || emptyOptional(k, val) {
+			continue // an explicit null (or, as Multus reads them, "" or [] for these keys) is an absent key
 		}
 		var err error
 		switch k {
@@ -367,7 +381,7 @@ func parseJSONElement(field string, r json.RawMessage) (Element, error) {
 		}
 		e.Interface = ifAlias
 	}
-	if _, ok := keys["interface"]; ok && !isNull(keys["interface"]) || ifAlias != "" {
+	if e.Interface != "" {
 		if r := ValidInterfaceName(e.Interface); r != "" {
 			return Element{}, fieldErr(field+".interface", "%s", r)
 		}

@@ -49,7 +49,7 @@ const macvlanNAD = `{"cniVersion": "1.0.0", "type": "macvlan", "master": "mvpar0
 func TestCatalogue(t *testing.T) {
 	cases := map[string]addCase{
 		"ANN-01":  {networks: `[{"name": "net-a", "interface": "eth0"}]`},
-		"ANN-02":  {networks: `net-a@`},
+		"ANN-02":  {networks: `net-a@abcdefghijklmnop`},
 		"ANN-03":  {networks: `Net-A`},
 		"ANN-04":  {networks: `team/net-a/v2`},
 		"ANN-05":  {networks: `net-a,,net-b`},
