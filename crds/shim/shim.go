@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -124,64 +125,54 @@ func Serve(ctx context.Context, l net.Listener, h Handler) error {
 }
 
 func serveConn(ctx context.Context, conn net.Conn, h Handler) {
-	after := &afterReply{}
 	var req Request
-	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
-		resp.Error = types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")
-	} else if out, err := handle(ctx, conn, h, req, after); err != nil {
+		resp := Response{Error: types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")}
+		_ = json.NewEncoder(conn).Encode(resp)
+		_ = conn.Close()
+		return
+	}
+	after := &afterReply{}
+	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, afterReplyKey{}, after))
+	defer cancel(nil)
+	// The caller sends nothing after its request, so one read of conn lasts until the caller hangs up (or
+	// conn is closed here). A hang-up before the answer ends the call's context: nobody is left to read the
+	// answer, and the runtime's next call of the container (its DEL after a timed-out ADD) should not wait
+	// for work it gave up on. After the answer, it is the moment after-reply work waits for.
+	var answered atomic.Bool
+	hungUp := make(chan struct{})
+	go func() {
+		defer close(hungUp)
+		_, _ = io.Copy(io.Discard, conn)
+		if !answered.Load() {
+			cancel(ErrHungUp)
+		}
+	}()
+	var resp Response
+	out, err := h(ctx, req)
+	answered.Store(true)
+	switch {
+	case err != nil:
 		resp.Error = asCNI(err)
-	} else if len(bytes.TrimSpace(out)) > 0 {
+	case len(bytes.TrimSpace(out)) > 0:
 		resp.Result = out
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
 	if after.pending() {
-		awaitHangUp(conn)
+		// braid-shim hangs up when it exits, its answer printed; hangUpWait bounds the wait.
+		_ = conn.SetReadDeadline(time.Now().Add(hangUpWait))
+		<-hungUp
 	}
 	_ = conn.Close()
+	<-hungUp
 	after.run()
 }
 
 // ErrHungUp is the cause of a call's context ending because its caller hung up before the answer.
 var ErrHungUp = errors.New("the caller hung up before the answer (the runtime gave up on the call)")
 
-// handle runs h for req with a context that ends when the caller hangs up before the answer: nobody is left
-// to read it, and the runtime's next call of the container (its DEL after a timed-out ADD) should not wait
-// for work it gave up on.
-func handle(ctx context.Context, conn net.Conn, h Handler, req Request, after *afterReply) ([]byte, error) {
-	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, afterReplyKey{}, after))
-	defer cancel(nil)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		buf := make([]byte, 512)
-		for {
-			// The caller sends nothing after its request: a read ends at its hang-up, or at the deadline
-			// set below once the answer is ready.
-			if _, err := conn.Read(buf); err != nil {
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
-					cancel(ErrHungUp)
-				}
-				return
-			}
-		}
-	}()
-	out, err := h(ctx, req)
-	_ = conn.SetReadDeadline(time.Now())
-	<-watched
-	_ = conn.SetReadDeadline(time.Time{})
-	return out, err
-}
-
 // hangUpWait bounds how long after-reply work waits for the caller to hang up.
 const hangUpWait = 2 * time.Second
-
-// awaitHangUp returns once the caller closed its end of conn (braid-shim: when it exits, its answer printed),
-// or after hangUpWait.
-func awaitHangUp(conn net.Conn) {
-	_ = conn.SetReadDeadline(time.Now().Add(hangUpWait))
-	_, _ = io.Copy(io.Discard, conn)
-}
 
 type afterReplyKey struct{}
 
