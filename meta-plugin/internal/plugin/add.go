@@ -61,6 +61,7 @@ func (p *Plugin) Add(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 	// The record is written before anything runs, so that a DEL after a crash half-way knows every attachment.
 	sw.lap("plan")
 	if err := e.rec.Save(rec); err != nil {
+		p.removeDeviceInfo(e, atts) // copied by plan; nothing ran
 		return nil, p.failed(ctx, e, kube, pod, err)
 	}
 	sw.lap("record")

@@ -564,3 +564,30 @@ func TestStatus(t *testing.T) {
 }
 
 func encodeB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestUnsavableRecordLeavesNoDeviceInfo: when the attachment record cannot be written, ADD fails before any
+// network runs, and the device-info copies plan made go with it.
+func TestUnsavableRecordLeavesNoDeviceInfo(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
+		`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
+	sock := r.serveKubelet("norecord", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
+	r.setConf(map[string]any{"podResourcesSocket": sock})
+	dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
+	if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1"}}`)
+	// A file where the records' directory should be: no record can be saved.
+	if err := os.MkdirAll(filepath.Join(r.dir, "cni"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r.writeFile(filepath.Join(r.dir, "cni", "attachments"), "not a directory")
+	p := r.pod("norecord", map[string]string{selection.NetworksAnnotation: "sriov-a"})
+	if _, err := r.add(p); err == nil {
+		t.Fatal("ADD succeeded without a record")
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*")); len(left) != 0 {
+		t.Errorf("device-info copies left by an ADD whose record could not be saved: %v", left)
+	}
+}
