@@ -455,16 +455,8 @@ func TestDeviceHandover(t *testing.T) {
 	for _, v := range specVersions {
 		t.Run(v, func(t *testing.T) {
 			r := newRig(t, v)
-			r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
-				`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
 			// The kubelet gave the pod a device; braid finds it through the PodResources API.
-			sock := r.serveKubelet("vf", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
-			r.setConf(map[string]any{"podResourcesSocket": sock})
-			dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
-			if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1","pf-pci-address":"0000:18:00.0"}}`)
+			r.sriovNetwork("vf")
 			p := r.pod("vf", map[string]string{selection.NetworksAnnotation: "sriov-a"})
 			r.exec.reset()
 			if _, err := r.add(p); err != nil {
@@ -508,17 +500,9 @@ func TestDeviceHandover(t *testing.T) {
 // the pod (the rollback removed the record) removes a copy a crash could have left.
 func TestFailedAddLeavesNoDeviceInfo(t *testing.T) {
 	r := newRig(t, "1.0.0")
-	r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
-		`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
+	r.sriovNetwork("vfleak")
 	bad := strings.Replace(r.macvlanConf(r.hostLocal("192.0.2.0/24", "192.0.2.100", "192.0.2.120", "192.0.2.1"), ""), "mvpar0", "absent0", 1)
 	r.nad("net-missing-parent", bad, nil)
-	sock := r.serveKubelet("vfleak", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
-	r.setConf(map[string]any{"podResourcesSocket": sock})
-	dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
-	if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1"}}`)
 	copies := func() []string {
 		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
 		return m
@@ -569,15 +553,7 @@ func encodeB64(s string) string { return base64.StdEncoding.EncodeToString([]byt
 // network runs, and the device-info copies plan made go with it.
 func TestUnsavableRecordLeavesNoDeviceInfo(t *testing.T) {
 	r := newRig(t, "1.0.0")
-	r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
-		`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
-	sock := r.serveKubelet("norecord", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
-	r.setConf(map[string]any{"podResourcesSocket": sock})
-	dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
-	if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1"}}`)
+	r.sriovNetwork("norecord")
 	// A file where the records' directory should be: no record can be saved.
 	if err := os.MkdirAll(filepath.Join(r.dir, "cni"), 0o700); err != nil {
 		t.Fatal(err)
@@ -590,4 +566,20 @@ func TestUnsavableRecordLeavesNoDeviceInfo(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*")); len(left) != 0 {
 		t.Errorf("device-info copies left by an ADD whose record could not be saved: %v", left)
 	}
+}
+
+// sriovNetwork makes the NAD sriov-a, an SR-IOV-like network (macvlan standing in for the sriov plugin) of
+// resource example.com/sriov_a, and plays the device plugin and the kubelet for pod podName: VF 0000:18:02.1
+// is allocated to it (PodResources API) and its device-info file written.
+func (r *rig) sriovNetwork(podName string) {
+	r.t.Helper()
+	r.nad("sriov-a", r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"),
+		`{"deviceID":true,"CNIDeviceInfoFile":true}`), map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
+	sock := r.serveKubelet(podName, map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})
+	r.setConf(map[string]any{"podResourcesSocket": sock})
+	dp := filepath.Join(r.dir, "devinfo", "dp", "example.com-sriov_a-0000:18:02.1-device.json")
+	if err := os.MkdirAll(filepath.Dir(dp), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1","pf-pci-address":"0000:18:00.0"}}`)
 }
