@@ -124,7 +124,7 @@ func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.
 		},
 	}
 	if owner := metav1.GetControllerOf(pod); owner != nil && owner.Kind == "StatefulSet" {
-		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name}
+		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name, statefulSetUIDAnnotation: string(owner.UID)}
 	}
 	if err := r.Create(ctx, f); err != nil {
 		return nil, err

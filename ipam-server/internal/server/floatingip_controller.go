@@ -109,6 +109,9 @@ func (r *floatingIPReconciler) ordinalWanted(ctx context.Context, f *braidv1.Flo
 	if set.Spec.Ordinals != nil {
 		start = set.Spec.Ordinals.Start
 	}
+	if uid := f.Annotations[statefulSetUIDAnnotation]; uid != "" && uid != string(set.UID) {
+		return false, nil // another StatefulSet of the same name
+	}
 	return set.DeletionTimestamp == nil && int32(ordinal) >= start && int32(ordinal) < start+replicas, nil
 }
 

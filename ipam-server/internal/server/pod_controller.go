@@ -45,6 +45,11 @@ const (
 // after the pod is gone.
 const statefulSetAnnotation = "braid.dev/statefulset"
 
+// statefulSetUIDAnnotation records that StatefulSet's UID: a StatefulSet deleted and made again under the same
+// name (while the server was down, so that the deletion was never seen) is another StatefulSet, and does not
+// inherit the first one's reservations.
+const statefulSetUIDAnnotation = "braid.dev/statefulset-uid"
+
 // retryFailed is how soon a pod whose allocation failed is tried again (the allocator answers from memory).
 const retryFailed = time.Second
 

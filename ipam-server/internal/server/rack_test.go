@@ -9,8 +9,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
@@ -75,4 +77,50 @@ func TestStatefulSetPodRecreatedOnAnotherRack(t *testing.T) {
 	if fs := fips(t, "rack1-v4"); len(fs) != 1 || fs[0].Spec.PodUID != "" {
 		t.Fatalf("rack1-v4's reservation: %+v, want it still reserved for the name", fs)
 	}
+}
+
+// A StatefulSet deleted and made again under the same name while the server is down is another StatefulSet:
+// the first one's reservations are released when the server comes back, as they are when it sees the
+// deletion. Before, the new StatefulSet inherited them.
+func TestRecreatedStatefulSetDoesNotInheritReservations(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "rests-v4", "203.0.113.0/24", policy(braidv1.ReleaseKeepForStatefulSet))
+	mkNAD(t, ns, "n", "rests-v4")
+	newSet := func() *appsv1.StatefulSet {
+		set := &appsv1.StatefulSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kv"},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "kv"}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "kv"}},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
+		}
+		if err := k8s.Create(context.Background(), set); err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	first := newSet()
+	t.Run("the first StatefulSet's pod reserves its address", func(t *testing.T) {
+		startServer(t, "") // stops when this subtest ends
+		p := statefulSetPod(t, first, 0, "n")
+		assignments(t, ns, "kv-0", "net1")
+		deletePod(t, p)
+		eventually(t, 10*time.Second, "kv-0's address reserved", func() (bool, string) {
+			fs := fips(t, "rests-v4")
+			return len(fs) == 1 && fs[0].Spec.PodUID == "", fmt.Sprintf("%+v", fs)
+		})
+	})
+	if err := k8s.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the first StatefulSet gone", func() (bool, string) {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(first), &appsv1.StatefulSet{})
+		return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
+	})
+	newSet()
+	startServer(t, "")
+	eventually(t, 15*time.Second, "the old reservation released", func() (bool, string) {
+		fs := fips(t, "rests-v4")
+		return len(fs) == 0, fmt.Sprintf("%+v", fs)
+	})
 }
