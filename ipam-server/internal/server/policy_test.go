@@ -18,10 +18,32 @@ import (
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
 
-// statefulSetPod makes a pod as the StatefulSet controller would (envtest runs no controller-manager).
+// mkStatefulSet creates a StatefulSet of the given replicas whose pods the test makes itself (statefulSetPod).
+func mkStatefulSet(t *testing.T, ns, name string, replicas int32) *appsv1.StatefulSet {
+	t.Helper()
+	set := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
+	}
+	if err := k8s.Create(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// statefulSetPod makes a pod on node-1 as the StatefulSet controller would (envtest runs no controller-manager).
 func statefulSetPod(t *testing.T, set *appsv1.StatefulSet, ordinal int, networks string) *corev1.Pod {
 	t.Helper()
-	p := podObj(set.Namespace, fmt.Sprintf("%s-%d", set.Name, ordinal), "node-1", networks)
+	return statefulSetPodOn(t, set, ordinal, "node-1", networks)
+}
+
+// statefulSetPodOn is statefulSetPod on the given node.
+func statefulSetPodOn(t *testing.T, set *appsv1.StatefulSet, ordinal int, node, networks string) *corev1.Pod {
+	t.Helper()
+	p := podObj(set.Namespace, fmt.Sprintf("%s-%d", set.Name, ordinal), node, networks)
 	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: set.Name,
 		UID: set.UID, Controller: ptr.To(true)}}
 	if err := k8s.Create(context.Background(), p); err != nil {
@@ -44,16 +66,7 @@ func TestStatefulSetKeepsOrdinalAddresses(t *testing.T) {
 	mkNAD(t, ns, "ctl", "sts-v4")
 	startServer(t, "")
 
-	set := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
-		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
-	}
-	if err := k8s.Create(context.Background(), set); err != nil {
-		t.Fatal(err)
-	}
+	set := mkStatefulSet(t, ns, "db", 2)
 	p0, p1 := statefulSetPod(t, set, 0, "ctl"), statefulSetPod(t, set, 1, "ctl")
 	first0 := addressesOf(assignments(t, ns, "db-0", "net1"), "net1")
 	assignments(t, ns, "db-1", "net1")

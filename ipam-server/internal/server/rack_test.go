@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -41,24 +40,8 @@ func TestStatefulSetPodRecreatedOnAnotherRack(t *testing.T) {
 	mkNAD(t, ns, "ctl", "rack1-v4", "rack2-v4")
 	startServer(t, "")
 
-	set := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
-	}
-	if err := k8s.Create(context.Background(), set); err != nil {
-		t.Fatal(err)
-	}
-	webOn := func(rack string) *corev1.Pod {
-		p := podObj(ns, "web-0", "rack-"+rack+"-"+ns, "ctl")
-		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "web", UID: set.UID, Controller: ptr.To(true)}}
-		if err := k8s.Create(context.Background(), p); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	set := mkStatefulSet(t, ns, "web", 1)
+	webOn := func(rack string) *corev1.Pod { return statefulSetPodOn(t, set, 0, "rack-"+rack+"-"+ns, "ctl") }
 	first := webOn("r1")
 	if got := addressesOf(assignments(t, ns, "web-0", "net1"), "net1"); !strings.HasPrefix(got, "192.0.2.") {
 		t.Fatalf("web-0 on rack r1 got %q", got)
@@ -86,20 +69,7 @@ func TestRecreatedStatefulSetDoesNotInheritReservations(t *testing.T) {
 	ns := env.Namespace(t)
 	mkPool(t, "rests-v4", "203.0.113.0/24", policy(braidv1.ReleaseKeepForStatefulSet))
 	mkNAD(t, ns, "n", "rests-v4")
-	newSet := func() *appsv1.StatefulSet {
-		set := &appsv1.StatefulSet{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kv"},
-			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1),
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "kv"}},
-				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "kv"}},
-					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}},
-		}
-		if err := k8s.Create(context.Background(), set); err != nil {
-			t.Fatal(err)
-		}
-		return set
-	}
-	first := newSet()
+	first := mkStatefulSet(t, ns, "kv", 1)
 	t.Run("the first StatefulSet's pod reserves its address", func(t *testing.T) {
 		startServer(t, "") // stops when this subtest ends
 		p := statefulSetPod(t, first, 0, "n")
@@ -117,7 +87,7 @@ func TestRecreatedStatefulSetDoesNotInheritReservations(t *testing.T) {
 		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(first), &appsv1.StatefulSet{})
 		return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
 	})
-	newSet()
+	mkStatefulSet(t, ns, "kv", 1)
 	startServer(t, "")
 	eventually(t, 15*time.Second, "the old reservation released", func() (bool, string) {
 		fs := fips(t, "rests-v4")
