@@ -64,9 +64,14 @@ func (r *podReconciler) withPoolsOf(got []braidv1.FloatingIP, eligible []candida
 // holdsAll reports whether every statically requested address is among the FloatingIPs.
 func holdsAll(got []braidv1.FloatingIP, ips []netip.Addr) bool {
 	for _, addr := range ips {
-		if !slices.ContainsFunc(got, func(f braidv1.FloatingIP) bool { return f.Spec.IP == addr.String() }) {
+		if !holding(got, addr) {
 			return false
 		}
 	}
 	return true
+}
+
+// holding reports whether one of the FloatingIPs is of addr.
+func holding(got []braidv1.FloatingIP, addr netip.Addr) bool {
+	return slices.ContainsFunc(got, func(f braidv1.FloatingIP) bool { return f.Spec.IP == addr.String() })
 }

@@ -281,7 +281,7 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 
 	if len(sel.IPs) > 0 {
 		for _, addr := range sel.IPs {
-			if slices.ContainsFunc(got, func(f braidv1.FloatingIP) bool { return f.Spec.IP == addr.String() }) {
+			if holding(got, addr) {
 				continue
 			}
 			f, err := r.claim(ctx, pod, sel, eligible, addr)
@@ -333,15 +333,16 @@ func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, name
 		}
 		m, ok := r.state.serving(name)
 		if !ok {
-			if _, err := r.state.parse(ipp); err != nil {
+			pm, err := r.state.parse(ipp)
+			if err != nil {
 				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid (see its conditions)", name))
 				continue
 			}
-			older, err := olderOverlap(ctx, r.Client, r.state, ipp)
+			older, _, found, err := r.state.olderOverlap(ctx, r.Client, ipp, &pm)
 			switch {
 			case err != nil:
 				return c, err
-			case older != "":
+			case found:
 				c.why = append(c.why, fmt.Sprintf("IPPool %s is not valid: it shares addresses with IPPool %s (see its conditions)", name, older))
 			default:
 				return c, fmt.Errorf("IPPool %s: %w", name, errPoolLoading)

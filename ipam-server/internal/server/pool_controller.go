@@ -62,11 +62,11 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
 		return ctrl.Result{}, r.writeStatus(ctx, p, status)
 	}
-	pools := &braidv1.IPPoolList{}
-	if err := r.List(ctx, pools, client.UnsafeDisableDeepCopy); err != nil { // read only
-		return ctrl.Result{}, fmt.Errorf("list IPPools: %w", err)
+	older, addr, found, err := r.state.olderOverlap(ctx, r.Client, p, &m)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	if older, addr, found := overlap(p, &m, pools.Items, r.state.parse); found {
+	if found {
 		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reasonOverlaps, Message: overlapMessage(older, addr), ObservedGeneration: p.Generation})

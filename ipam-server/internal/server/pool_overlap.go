@@ -52,19 +52,15 @@ func overlapMessage(older string, addr netip.Addr) string {
 		"or set distinct spec.vlan if they are separate networks", addr, older)
 }
 
-// olderOverlap names the older pool a valid pool overlaps, or "" when there is none (a valid pool not loaded
-// yet is about to be).
-func olderOverlap(ctx context.Context, c client.Reader, s *state, p *braidv1.IPPool) (string, error) {
-	m, err := s.parse(p)
-	if err != nil {
-		return "", err
-	}
+// olderOverlap lists the pools (from the cache) and finds an older one that p, of model m, overlaps.
+func (s *state) olderOverlap(ctx context.Context, c client.Reader, p *braidv1.IPPool, m *pool.Model) (
+	older string, addr netip.Addr, found bool, err error) {
 	pools := &braidv1.IPPoolList{}
 	if err := c.List(ctx, pools, client.UnsafeDisableDeepCopy); err != nil { // read only
-		return "", fmt.Errorf("list IPPools: %w", err)
+		return "", netip.Addr{}, false, fmt.Errorf("list IPPools: %w", err)
 	}
-	older, _, _ := overlap(p, &m, pools.Items, s.parse)
-	return older, nil
+	older, addr, found = overlap(p, m, pools.Items, s.parse)
+	return older, addr, found, nil
 }
 
 // parsedPool is a pool's spec parsed at a generation.
