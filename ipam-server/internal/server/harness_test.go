@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"runtime/pprof"
 
 	"fmt"
 	"os"
@@ -72,7 +73,15 @@ func startServer(t *testing.T, leaseID string, options ...func(*server.Options))
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		err := <-done
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second): // the manager's grace period is 30s: show what it waits for
+			var dump strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+			t.Logf("server still stopping after 20s; goroutines:\n%s", dump.String())
+			err = <-done
+		}
 		switch {
 		case err != nil && leaseID != "" && strings.Contains(err.Error(), "leader election lost"):
 			// On a loaded machine a replica can miss its renew deadline; it stops and another takes over,

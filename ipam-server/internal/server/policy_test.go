@@ -70,6 +70,11 @@ func TestStatefulSetKeepsOrdinalAddresses(t *testing.T) {
 	p0, p1 := statefulSetPod(t, set, 0, "ctl"), statefulSetPod(t, set, 1, "ctl")
 	first0 := addressesOf(assignments(t, ns, "db-0", "net1"), "net1")
 	assignments(t, ns, "db-1", "net1")
+	for _, f := range fips(t, "sts-v4") {
+		if f.Annotations["braid.dev/statefulset"] != "db" || f.Annotations["braid.dev/statefulset-uid"] != string(set.UID) {
+			t.Fatalf("FloatingIP %s does not name its StatefulSet db (%s): annotations %v", f.Name, set.UID, f.Annotations)
+		}
+	}
 
 	// db-0 is deleted and recreated (a rolling restart): same address.
 	deletePod(t, p0)
