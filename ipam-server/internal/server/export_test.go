@@ -21,13 +21,14 @@ func Publish(ctx context.Context, c client.Client, pod *corev1.Pod, a assignment
 	return r.publish(ctx, pod, a)
 }
 
-// Describe renders an interface's FloatingIPs, given in the order it got them, with their pools' models.
-func Describe(fips []braidv1.FloatingIP, pools map[string]pool.Model) assignment.Interface {
+// Describe renders an interface's FloatingIPs, given in the order it got them, with their pools' models, and
+// prev, the interface's assignment as it stands.
+func Describe(fips []braidv1.FloatingIP, pools map[string]pool.Model, prev assignment.Interface) assignment.Interface {
 	var cs []candidate
 	for name, m := range pools {
 		cs = append(cs, candidate{name: name, model: m})
 	}
-	return describe(fips, cs)
+	return describe(fips, cs, prev)
 }
 
 // PoolsFor sorts the pools a network names for a pod as the pod controller does, reading them through c, with

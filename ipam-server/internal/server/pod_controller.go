@@ -274,9 +274,9 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 	shown := r.withPoolsOf(got, eligible) // eligible pools, and the pools of kept addresses, to describe them
 	if noPool != nil {
 		if len(got) == 0 || !holdsAll(got, sel.IPs) {
-			return describe(got, shown), noPool
+			return describe(got, shown, previous(pod, sel.Interface)), noPool
 		}
-		return describe(got, shown), nil
+		return describe(got, shown, previous(pod, sel.Interface)), nil
 	}
 
 	if len(sel.IPs) > 0 {
@@ -286,11 +286,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 			}
 			f, err := r.claim(ctx, pod, sel, eligible, addr)
 			if err != nil {
-				return describe(got, shown), err
+				return describe(got, shown, previous(pod, sel.Interface)), err
 			}
 			got = append(got, *f)
 		}
-		return describe(got, shown), nil
+		return describe(got, shown, previous(pod, sel.Interface)), nil
 	}
 
 	for _, is4 := range choice.families {
@@ -299,11 +299,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		}
 		f, err := r.allocate(ctx, pod, sel, eligible, is4, choice.why)
 		if err != nil {
-			return describe(got, shown), err
+			return describe(got, shown, previous(pod, sel.Interface)), err
 		}
 		got = append(got, *f)
 	}
-	return describe(got, shown), nil
+	return describe(got, shown, previous(pod, sel.Interface)), nil
 }
 
 // poolChoice is what the pools a network names offer a pod.
@@ -407,48 +407,6 @@ func selects(field string, sel *metav1.LabelSelector, set map[string]string) str
 		return field + " does not match"
 	}
 	return ""
-}
-
-// describe renders the addresses of an interface with their pools' gateway, routes and DNS, IPv4 first and
-// then by address: the order the interface got them in (a pool loaded later, a retry) does not show.
-func describe(fips []braidv1.FloatingIP, pools []candidate) assignment.Interface {
-	var out assignment.Interface
-	models := map[string]pool.Model{}
-	for _, c := range pools {
-		models[c.name] = c.model
-	}
-	fips = slices.Clone(fips)
-	slices.SortFunc(fips, func(a, b braidv1.FloatingIP) int {
-		x, _ := netip.ParseAddr(a.Spec.IP)
-		y, _ := netip.ParseAddr(b.Spec.IP)
-		return x.Compare(y) // shorter addresses first: IPv4 before IPv6
-	})
-	for _, f := range fips {
-		m, ok := models[f.Spec.Pool]
-		addr, err := netip.ParseAddr(f.Spec.IP)
-		if !ok || err != nil {
-			continue
-		}
-		a := assignment.Address{Pool: f.Spec.Pool, FloatingIP: f.Name, CIDR: netip.PrefixFrom(addr, m.Prefix.Bits()).String()}
-		if m.Gateway.IsValid() {
-			a.Gateway = m.Gateway.String()
-		}
-		out.Addresses = append(out.Addresses, a)
-		for _, rt := range m.Routes {
-			route := assignment.Route{Dst: rt.Dst.String()}
-			if rt.GW.IsValid() {
-				route.GW = rt.GW.String()
-			}
-			out.Routes = append(out.Routes, route)
-		}
-		if m.DNS != nil {
-			if out.DNS == nil {
-				out.DNS = &assignment.DNS{Domain: m.DNS.Domain, Search: m.DNS.Search, Options: m.DNS.Options}
-			}
-			out.DNS.Nameservers = append(out.DNS.Nameservers, m.DNS.Nameservers...)
-		}
-	}
-	return out
 }
 
 // publish writes the assignment annotation on the pod when it changed.

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
 
@@ -198,4 +199,48 @@ func TestReservationForAPodNameWaitsForThePod(t *testing.T) {
 		fs := fips(t, "named-v4")
 		return len(fs) == 0, fmt.Sprintf("%+v", fs)
 	})
+}
+
+// A pool that is invalid when the server starts has never had a model in this process (another replica led
+// while it was valid). The pods holding its addresses keep them described as they were: before, the pod's
+// assignment was rewritten without its address, which a sandbox restart would then fail on.
+func TestPoolInvalidAtStartKeepsItsHoldersDescribed(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "restart-v4", "198.51.100.0/24", func(p *braidv1.IPPool) {
+		p.Spec.Ranges = []braidv1.IPRange{{Start: "198.51.100.10", End: "198.51.100.20"}}
+		p.Spec.Gateway = "198.51.100.1"
+	})
+	mkNAD(t, ns, "n", "restart-v4")
+	var before string
+	t.Run("first server", func(t *testing.T) {
+		startServer(t, "")
+		mkPod(t, ns, "holder", "node-1", "n")
+		before = assignedValue(t, ns, "holder", "net1")
+	})
+	p := getPool(t, "restart-v4")
+	p.Spec.Ranges = append(p.Spec.Ranges, braidv1.IPRange{Start: "198.51.100.15", End: "198.51.100.30"})
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, "", func(o *server.Options) { o.Resync = time.Second })
+	eventually(t, 10*time.Second, "restart-v4 refused by the new server", func() (bool, string) {
+		s := poolStatus(t, "restart-v4")
+		c := meta.FindStatusCondition(s.Conditions, server.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && s.ObservedGeneration == p.Generation, fmt.Sprintf("%+v", c)
+	})
+	time.Sleep(3 * time.Second) // resyncs of the holder
+	if got := assignedValue(t, ns, "holder", "net1"); got != before {
+		t.Fatalf("holder's assignment after the restart:\n%s\nwant, as before:\n%s", got, before)
+	}
+}
+
+// assignedValue waits for the pod's interfaces to be assigned and returns the annotation as it stands.
+func assignedValue(t *testing.T, ns, name string, ifaces ...string) string {
+	t.Helper()
+	assignments(t, ns, name, ifaces...)
+	pod := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, pod); err != nil {
+		t.Fatal(err)
+	}
+	return pod.Annotations[assignment.Annotation]
 }
