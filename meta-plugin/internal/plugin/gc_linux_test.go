@@ -1,0 +1,96 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/braid-cni/braid/crds/selection"
+)
+
+// TestGCSparesContainersAttachedBeforeBraid: a pod that Multus attached before braid replaced it (its own
+// libcni cache, no braid record) keeps running, and the runtime lists it as valid. braid's GC must not tell
+// the cluster network's plugins, or a NAD's, that its attachments are stale: a plugin that implements GC (the
+// reference plugins do not yet) would free its addresses while the pod uses them. Before, the cluster
+// network's GC listed only the containers braid has records of, and net-a's too.
+// The cluster network's GC now lists every attachment the runtime gave (braid attaches it on the runtime's
+// interface); a NAD's network, whose attachments of that pod braid cannot know, gets no plugin GC.
+func TestGCSparesContainersAttachedBeforeBraid(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	own := r.pod("by-braid", map[string]string{selection.NetworksAnnotation: "net-a"})
+	if _, err := r.add(own); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	foreign := r.pod("by-multus", map[string]string{selection.NetworksAnnotation: "net-a"})
+	r.attachOutsideBraid(foreign)
+	before := r.ipamFiles()
+	if len(before) != 6 {
+		t.Fatalf("%d addresses reserved before GC, want 6 (eth0 v4+v6 and net1 of each pod)", len(before))
+	}
+
+	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{
+		{"containerID": own.containerID, "ifname": "eth0"}, {"containerID": foreign.containerID, "ifname": "eth0"}}})
+	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
+	r.exec.reset()
+	if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	calls, _ := r.exec.reset()
+	var gcs []string
+	for _, c := range calls {
+		if c.command != "GC" {
+			continue
+		}
+		gcs = append(gcs, c.plugin)
+		valid, _ := json.Marshal(c.stdin["cni.dev/valid-attachments"])
+		if c.plugin != "bridge" || !strings.Contains(string(valid), foreign.containerID) || !strings.Contains(string(valid), own.containerID) {
+			t.Errorf("GC of %s (network %v) with valid attachments %s: want only the cluster network's, listing both pods", c.plugin, c.stdin["name"], valid)
+		}
+	}
+	if !slices.Equal(gcs, []string{"bridge"}) {
+		t.Errorf("plugins GC ran on: %v, want the cluster network's bridge", gcs)
+	}
+	if after := r.ipamFiles(); !slices.Equal(after, before) {
+		t.Errorf("addresses reserved after GC: %v, want all of %v", after, before)
+	}
+	if got := keys(links(t, foreign.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
+		t.Errorf("the pod braid did not attach has %v after GC, want eth0 net1", got)
+	}
+}
+
+// attachOutsideBraid attaches the cluster network on eth0 and net-a on net1 to the pod the way Multus did before
+// braid: the same delegates and network names, with libcni's cache in Multus' own directory.
+func (r *rig) attachOutsideBraid(p *pod) {
+	r.t.Helper()
+	cni := libcni.NewCNIConfigWithCacheDir([]string{cniBinDir}, filepath.Join(r.dir, "multus-cache"), nil)
+	master, err := libcni.ConfListFromFile(r.confPath)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	extra, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":%q,"name":"net-a","plugins":[%s]}`, r.version,
+		r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"), ""))))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	err = r.hostNS.Do(func(ns.NetNS) error {
+		for i, list := range []*libcni.NetworkConfigList{master, extra} {
+			rt := &libcni.RuntimeConf{ContainerID: p.containerID, NetNS: p.netns.Path(), IfName: []string{"eth0", "net1"}[i]}
+			if _, err := cni.AddNetworkList(context.Background(), list, rt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Fatalf("attach %s outside braid: %v", p.name, err)
+	}
+}
