@@ -103,7 +103,8 @@ func Run(ctx context.Context, c Config) (err error) {
 	if err := w.Add(c.ConfDir); err != nil {
 		return fmt.Errorf("watch %s: %w", c.ConfDir, err)
 	}
-	if c.TokenFile != "" {
+	if c.APIServer != "" && c.TokenFile != "" {
+		// Without an API server no kubeconfig is written and the token is not read (the pod may have none).
 		// Projected tokens are replaced by swapping a symlink in their directory, so watch the directory.
 		if err := w.Add(filepath.Dir(c.TokenFile)); err != nil {
 			return fmt.Errorf("watch %s: %w", filepath.Dir(c.TokenFile), err)

@@ -214,3 +214,36 @@ func TestFindMasterPassesOverBraid(t *testing.T) {
 		t.Fatalf("findMaster with braid-shim's conf as MasterConf = %v, want an error naming the file and the type", err)
 	}
 }
+
+// TestRunWithoutKubeconfig: with no API server to write a kubeconfig for, the ServiceAccount token is not used,
+// so a pod without one (automountServiceAccountToken: false, the default -token-file absent) still installs.
+func TestRunWithoutKubeconfig(t *testing.T) {
+	root := t.TempDir()
+	confDir := filepath.Join(root, "net.d")
+	write(t, filepath.Join(confDir, "10-cbr0.conflist"), masterConf)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{ConfDir: confDir, TokenFile: filepath.Join(root, "no-sa", "token"),
+			CAFile: filepath.Join(root, "no-sa", "ca.crt"), Resync: time.Hour})
+	}()
+	ours := filepath.Join(confDir, "00-braid.conflist")
+	deadline := time.Now().Add(10 * time.Second)
+	for !exists(ours) && time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run without an API server stopped: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !exists(ours) {
+		t.Fatal("braid's conf not written")
+	}
+	if b, _ := os.ReadFile(ours); strings.Contains(string(b), "kubeconfig") {
+		t.Errorf("conf names a kubeconfig though none is written:\n%s", b)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
