@@ -232,10 +232,23 @@ func (c *Config) findMaster() (string, *libcni.NetworkConfigList, error) {
 			}
 			continue // braid's conf (type braid, or braid-shim with the node daemon) under another name
 		}
+		if i, t := delegate.FindType(list, isMultus); i >= 0 {
+			if c.MasterConf != "" {
+				return "", nil, fmt.Errorf("cluster network conf %s is Multus' (plugins[%d] is of type %q), which braid "+
+					"replaces: name the cluster network's conf instead", f, i, t)
+			}
+			// Left by the Multus that braid replaces (Multus keeps its conf on exit by default): through it, every
+			// pod would get its networks twice, or none once Multus' daemon is gone.
+			c.Log.Warn("Multus' conf passed over; remove it once braid runs", "file", f, "type", t)
+			continue
+		}
 		return f, list, nil
 	}
 	return "", nil, nil
 }
+
+// isMultus matches the plugin types of Multus' own confs (thin and thick).
+func isMultus(pluginType string) bool { return pluginType == "multus" || pluginType == "multus-shim" }
 
 // writeIfChanged replaces path atomically (temporary file and rename) when its content differs, so that the
 // runtime never reads half a conf and braid never half a token. The file gets mode even when its content is

@@ -247,3 +247,25 @@ func TestRunWithoutKubeconfig(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestFindMasterPassesOverMultus: swapping Multus for braid leaves Multus' conf (00-multus.conf, thin or thick;
+// Multus keeps it on exit by default) before the cluster network's. The cluster network is never Multus: braid
+// through Multus would attach every network twice, or fail with Multus' daemon gone. Named with MasterConf, it
+// is an error naming the file.
+func TestFindMasterPassesOverMultus(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "00-multus.conf"), `{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
+		"kubeconfig":"/etc/cni/net.d/multus.d/multus.kubeconfig","delegates":[{"cniVersion":"0.3.1","name":"cbr0","type":"bridge"}]}`)
+	write(t, filepath.Join(dir, "00-multus.conflist"), `{"cniVersion":"1.0.0","name":"multus-cni-network","plugins":[{"type":"multus-shim"}]}`)
+	write(t, filepath.Join(dir, "10-cbr0.conflist"), masterConf)
+	c := Config{ConfDir: dir, ConfName: "00-braid.conflist", Log: slog.New(slog.DiscardHandler)}
+	file, master, err := c.findMaster()
+	if err != nil || master == nil || filepath.Base(file) != "10-cbr0.conflist" {
+		t.Fatalf("findMaster = %s, %v, %v; want 10-cbr0.conflist", file, master, err)
+	}
+	c.MasterConf = "00-multus.conf"
+	if _, _, err := c.findMaster(); err == nil || !strings.Contains(err.Error(), "00-multus.conf") ||
+		!strings.Contains(err.Error(), `"multus"`) {
+		t.Fatalf("findMaster with Multus' conf as MasterConf = %v, want an error naming the file and the type", err)
+	}
+}
