@@ -67,6 +67,11 @@ func Run(ctx context.Context, c Config) (err error) {
 	if c.ConfName == "" {
 		c.ConfName = "00-braid.conflist"
 	}
+	if c.ConfName != filepath.Base(c.ConfName) || filepath.Ext(c.ConfName) != ".conflist" {
+		// Runtimes read a conf list only from a .conflist file (a .conf is one plugin's conf), and only from the
+		// conf dir itself.
+		return fmt.Errorf("conf name %q: must be a file name ending in .conflist (braid's conf is a conf list)", c.ConfName)
+	}
 	if c.HostConfDir == "" {
 		c.HostConfDir = c.ConfDir
 	}
@@ -151,6 +156,11 @@ func (c *Config) sync() error {
 		}
 		c.Log.Info("waiting for the cluster network's conf", "dir", c.ConfDir)
 		return nil
+	}
+	if filepath.Base(file) < c.ConfName {
+		// The runtime uses the first conf of the dir: braid's would never run.
+		return fmt.Errorf("conf name %q sorts after the cluster network's conf %s, and the runtime uses the first "+
+			"conf: choose a name that sorts first (00-braid.conflist)", c.ConfName, filepath.Base(file))
 	}
 	b, err := BuildConf(c.host(file), master, kubeconfig, c.Extra)
 	if err != nil {

@@ -269,3 +269,37 @@ func TestFindMasterPassesOverMultus(t *testing.T) {
 		t.Fatalf("findMaster with Multus' conf as MasterConf = %v, want an error naming the file and the type", err)
 	}
 }
+
+// TestConfNameTheRuntimeUses: the runtime uses the first conf of the dir, and reads a conf list only from a
+// .conflist file (containerd and CRI-O load a .conf as a single plugin, which braid's list is not). A ConfName
+// the runtime would not load, or that sorts after the cluster network's conf, leaves the node without braid
+// and no word about it: the installer says so, naming the conf name, and writes nothing.
+func TestConfNameTheRuntimeUses(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"00-braid.conf", ".conflist"},
+		{"00-braid", ".conflist"},
+		{"braid.d/00-braid.conflist", "file name"},
+		{"braid.conflist", "10-cbr0.conflist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			confDir := t.TempDir()
+			write(t, filepath.Join(confDir, "10-cbr0.conflist"), masterConf)
+			c := Config{ConfDir: confDir, ConfName: tc.name, Resync: time.Hour}
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			defer cancel()
+			var logs strings.Builder
+			c.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			err := Run(ctx, c)
+			msg := logs.String()
+			if err != nil {
+				msg = err.Error()
+			}
+			if !strings.Contains(msg, "conf name") || !strings.Contains(msg, tc.name) || !strings.Contains(msg, tc.want) {
+				t.Errorf("Run with ConfName %q: err %v, log:\n%s\nwant the name and %q", tc.name, err, logs.String(), tc.want)
+			}
+			if exists(filepath.Join(confDir, tc.name)) {
+				t.Errorf("a conf the runtime would not use was written: %s", tc.name)
+			}
+		})
+	}
+}
