@@ -206,7 +206,8 @@ func (p *Plugin) ranADD(e *env) map[string]bool {
 }
 
 // Status reports whether braid can attach pods now: the readiness indicator file exists, the cluster network's
-// conf loads, and the cluster network's plugins report ready (CNI 1.1 STATUS).
+// conf loads, and the plugins of the cluster network and of the networks of every pod report ready (CNI 1.1
+// STATUS).
 func (p *Plugin) Status(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
 	if c.ReadinessIndicatorFile != "" {
 		if _, err := os.Stat(c.ReadinessIndicatorFile); err != nil {
@@ -226,16 +227,37 @@ func (p *Plugin) Status(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, l
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, errNotReady)
 	}
-	m, err := newResolver(e, kube).master(ctx, nil)
+	r := newResolver(e, kube)
+	m, err := r.master(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("cluster network: %w: %w", err, errNotReady)
 	}
 	if err := e.cni.GetStatusNetworkList(ctx, m.list); err != nil {
-		var te *types.Error
-		if errors.As(err, &te) {
-			return fmt.Errorf("cluster network %s: %w", m.Network, err)
+		return statusErr("cluster network "+m.Network, err)
+	}
+	// The networks of every pod (defaultNetworks outside the system namespaces, delegates after the first)
+	// serve every ADD too: CNI 1.1 has braid ask their plugins as well.
+	extras, err := r.selections(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, errNotReady)
+	}
+	for _, a := range extras {
+		list, _, err := r.extraList(ctx, a)
+		if err != nil {
+			return fmt.Errorf("%w: %w", err, errNotReady)
 		}
-		return fmt.Errorf("cluster network %s: %w: %w", m.Network, err, errNotReady)
+		if err := e.cni.GetStatusNetworkList(ctx, list); err != nil {
+			return statusErr(fmt.Sprintf("%s (%s)", a.field, a.Network), err)
+		}
 	}
 	return nil
+}
+
+// statusErr keeps a delegate's own STATUS error code (50 or 51) and makes any other failure code 50.
+func statusErr(what string, err error) error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w: %w", what, err, errNotReady)
 }

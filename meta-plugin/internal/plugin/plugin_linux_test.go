@@ -547,6 +547,30 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// TestStatusCoversDefaultNetworks: every ADD outside the system namespaces also attaches the defaultNetworks,
+// so STATUS asks their plugins too (CNI 1.1: a plugin STATUSes the delegates its ADD relies on). A default
+// network whose plugin is not installed, or that does not resolve, makes braid not ready (code 50).
+func TestStatusCoversDefaultNetworks(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	r.nad("uninstalled", `{"cniVersion":"1.1.0","type":"no-such-plugin"}`, nil)
+	status := func() error {
+		return r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdStatus(&skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}) })
+	}
+	r.setConf(map[string]any{"defaultNetworks": []string{r.ns + "/net-a"}})
+	if err := status(); err != nil {
+		t.Fatalf("STATUS with a working default network: %v", err)
+	}
+	r.setConf(map[string]any{"defaultNetworks": []string{r.ns + "/net-a", r.ns + "/uninstalled"}})
+	if err := status(); cniCode(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "defaultNetworks[1]") {
+		t.Errorf("STATUS with a default network whose plugin is missing = %v, want code 50 naming defaultNetworks[1]", err)
+	}
+	r.setConf(map[string]any{"defaultNetworks": []string{r.ns + "/nowhere"}})
+	if err := status(); cniCode(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "defaultNetworks[0]") {
+		t.Errorf("STATUS with a default network that does not exist = %v, want code 50 naming defaultNetworks[0]", err)
+	}
+}
+
 func encodeB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // TestUnsavableRecordLeavesNoDeviceInfo: when the attachment record cannot be written, ADD fails before any
