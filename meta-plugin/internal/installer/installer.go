@@ -232,8 +232,10 @@ func (c *Config) findMaster() (string, *libcni.NetworkConfigList, error) {
 		}
 		list, err := delegate.FromBytes(b, "", f)
 		if err != nil {
-			c.Log.Warn("conf skipped", "file", f, "err", err)
-			continue
+			// Most likely the cluster network's conf in the middle of a rewrite in place: braid's conf stays as
+			// it is until the file loads, rather than going (pods would bypass braid) or pointing at a later
+			// conf (pods would get the wrong cluster network). The runtime would not load the dir either.
+			return "", nil, fmt.Errorf("conf %s does not load (half written?); braid's conf is left as it is: %w", f, err)
 		}
 		if i, t := delegate.FindType(list, conf.IsBraid); i >= 0 {
 			if c.MasterConf != "" {

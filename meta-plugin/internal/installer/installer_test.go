@@ -303,3 +303,49 @@ func TestConfNameTheRuntimeUses(t *testing.T) {
 		})
 	}
 }
+
+// TestHalfWrittenMasterKeepsTheConf: cluster network installers (flannel's cp, calico's install) rewrite their
+// conf in place, so the installer sees it empty or half written for a moment. braid's conf must then stay as it
+// is: not removed (new pods would bypass braid) and not pointed at the next conf of the dir (new pods would get
+// the wrong cluster network).
+func TestHalfWrittenMasterKeepsTheConf(t *testing.T) {
+	confDir := t.TempDir()
+	master := filepath.Join(confDir, "10-cbr0.conflist")
+	write(t, master, masterConf)
+	write(t, filepath.Join(confDir, "99-other.conflist"), `{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"loopback"}]}`)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{ConfDir: confDir, Resync: time.Hour}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	ours := filepath.Join(confDir, "00-braid.conflist")
+	clusterNetwork := func() string {
+		b, err := os.ReadFile(ours)
+		if err != nil {
+			return err.Error()
+		}
+		var got struct {
+			Plugins []map[string]any `json:"plugins"`
+		}
+		_ = json.Unmarshal(b, &got)
+		if len(got.Plugins) == 0 {
+			return string(b)
+		}
+		s, _ := got.Plugins[0]["clusterNetwork"].(string)
+		return s
+	}
+	eventually(t, "braid's conf", func() bool { return clusterNetwork() == master })
+	for _, partial := range []string{"", masterConf[:40]} {
+		if err := os.WriteFile(master, []byte(partial), 0o644); err != nil { // in place, as cp does
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got := clusterNetwork(); got != master {
+			t.Errorf("with the cluster network's conf %q, braid's conf has clusterNetwork %s, want %s", partial, got, master)
+		}
+	}
+}
