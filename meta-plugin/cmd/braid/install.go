@@ -46,7 +46,7 @@ func install(args []string) int {
 	fs.StringVar(&c.BinDir, "bin-dir", "/host/opt/cni/bin", "the host's CNI bin dir, as mounted")
 	fs.StringVar(&c.ConfDir, "conf-dir", "/host/etc/cni/net.d", "the runtime's CNI conf dir, as mounted")
 	fs.StringVar(&c.HostConfDir, "host-conf-dir", "/etc/cni/net.d", "the same conf dir as the host sees it")
-	fs.StringVar(&c.ConfName, "conf-name", "00-braid.conflist", "braid's conf file name (must sort first)")
+	fs.StringVar(&c.ConfName, "conf-name", "00-braid.conflist", "braid's conf file name: a .conflist that sorts before the cluster network's conf")
 	fs.StringVar(&c.MasterConf, "master-conf", "", "the cluster network's conf file in -conf-dir (default: the first that is not braid's)")
 	fs.StringVar(&extra, "braid-conf", "{}", "JSON object of further keys for braid's conf (cniDir, logFile, namespaceIsolation, ...)")
 	fs.StringVar(&c.APIServer, "api-server", defaultAPI, "API server URL for braid's kubeconfig (empty: no kubeconfig)")
