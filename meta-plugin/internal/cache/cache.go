@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Attachment is one delegate network as ADD ran it.
@@ -107,6 +108,39 @@ func (s Store) Delete(containerID string) error {
 		return fmt.Errorf("attachment record of %s: %w", containerID, err)
 	}
 	return nil
+}
+
+// Written returns when the container's record was last written.
+func (s Store) Written(containerID string) (time.Time, error) {
+	fi, err := os.Stat(s.path(containerID))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("attachment record of %s: %w", containerID, err)
+	}
+	return fi.ModTime(), nil
+}
+
+// RemoveLeftovers removes the temporary files of saves that were interrupted (a crash between the write and
+// the rename) and were last written before cutoff; younger ones may belong to a save in progress.
+func (s Store) RemoveLeftovers(cutoff time.Time) error {
+	entries, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("attachment records: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			if err := os.Remove(filepath.Join(s.Dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("attachment record leftover: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // List returns the container IDs that have a record.

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -223,7 +225,17 @@ func TestGCNeedsTheValidList(t *testing.T) {
 	if calls := x.calls(); len(calls) != 0 {
 		t.Fatalf("GC without the list ran %v", calls)
 	}
-	// An empty list is the runtime saying that nothing is valid any more.
+	// An empty list is the runtime saying that nothing is valid any more (for a container older than gcGrace).
+	var c struct {
+		CNIDir string `json:"cniDir"`
+	}
+	if err := json.Unmarshal(args.StdinData, &c); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-gcGrace - time.Minute)
+	if err := os.Chtimes(filepath.Join(c.CNIDir, "attachments", args.ContainerID+".json"), old, old); err != nil {
+		t.Fatal(err)
+	}
 	gc.StdinData = []byte(strings.Replace(string(gc.StdinData), `"type":"braid",`, `"type":"braid","cni.dev/valid-attachments":[],`, 1))
 	if err := p.CmdGC(gc); err != nil {
 		t.Fatalf("GC with an empty list: %v", err)

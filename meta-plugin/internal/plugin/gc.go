@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -99,11 +100,16 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 func (p *Plugin) gcContainers(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger, valid map[string]bool,
 	keep gcKeep, masters map[string]bool) (map[string]bool, []error) {
 	recorded := map[string]bool{}
-	ids, err := recordStore(c).List()
-	if err != nil {
-		return recorded, []error{err}
-	}
+	store := recordStore(c)
+	cutoff := time.Now().Add(-gcGrace)
 	var errs []error
+	if err := store.RemoveLeftovers(cutoff); err != nil {
+		errs = append(errs, err)
+	}
+	ids, err := store.List()
+	if err != nil {
+		return recorded, append(errs, err)
+	}
 	for _, id := range ids {
 		gcArgs := *args
 		gcArgs.ContainerID = id
@@ -129,6 +135,11 @@ func (p *Plugin) gcContainers(ctx context.Context, c *conf.Conf, args *skel.CmdA
 			continue // deleted meanwhile
 		}
 		recorded[id] = true
+		if at, err := store.Written(id); !valid[id] && err == nil && at.After(cutoff) {
+			// Its ADD may be running, after the runtime took its list: valid for this GC, stale for a later one.
+			log.Info("container not in the valid list left for a later GC: its record is recent", "gc", id, "written", at)
+			valid[id] = true
+		}
 		for _, ca := range rec.Attachments {
 			if list, err := libcni.ConfListFromBytes(ca.Config); err == nil {
 				if ca.Master {
@@ -184,3 +195,8 @@ func deleteStale(ctx context.Context, cni *libcni.CNIConfig, list *libcni.Networ
 func (p *Plugin) gcDel(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *slog.Logger) error {
 	return p.serialized(ctx, "DEL", args.ContainerID, func() error { return p.Del(ctx, c, args, log) })
 }
+
+// gcGrace is how old a container's record must be for GC to remove the container: the runtime's list of valid
+// attachments is taken before GC runs, so a container whose ADD runs meanwhile is missing from it. An ADD
+// ends within the runtime's timeout (braid-shim's is 110 s).
+const gcGrace = 2 * time.Minute

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -92,5 +94,51 @@ func (r *rig) attachOutsideBraid(p *pod) {
 	})
 	if err != nil {
 		r.t.Fatalf("attach %s outside braid: %v", p.name, err)
+	}
+}
+
+// TestGCLeavesAContainerAddedMomentsAgo: the runtime's list of valid attachments is taken before GC runs, so a
+// container whose ADD runs meanwhile is missing from it. GC leaves a container whose record is younger than
+// gcGrace, and its cached attachments, for a later GC; an older one goes. Before, GC deleted the pod just
+// added (after its ADD, with the daemon's per-container lock), and a temporary record left by an interrupted
+// save stayed forever.
+func TestGCLeavesAContainerAddedMomentsAgo(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	p := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	leftover := filepath.Join(r.dir, "cni", "attachments", ".c0ffee.123456")
+	r.writeFile(leftover, `{"containerID":"c0ffee"`)
+	gc := func() {
+		t.Helper()
+		r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{}})
+		args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
+		if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+			t.Fatalf("GC: %v", err)
+		}
+	}
+	gc()
+	if got := keys(links(t, p.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
+		t.Fatalf("the container added moments ago has %v after GC, want eth0 net1", got)
+	}
+	if n := len(r.ipamFiles()); n != 3 {
+		t.Errorf("%d addresses reserved after GC, want the young container's 3", n)
+	}
+	if _, err := os.Stat(leftover); err != nil {
+		t.Errorf("a temporary record moments old: %v, want it left (its save may be running)", err)
+	}
+
+	old := time.Now().Add(-gcGrace - time.Minute)
+	for _, f := range []string{filepath.Join(r.dir, "cni", "attachments", p.containerID+".json"), leftover} {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gc()
+	r.assertGone(p)
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("an old temporary record survived GC: %v", err)
 	}
 }
