@@ -216,10 +216,7 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 			return assignment.Interface{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: pod %s/%s not found", pod.Namespace, pod.Name), "")
 		case err != nil && ctx.Err() == nil:
 			reason = err.Error()
-			select { // the API server is unreachable: retry gently until the deadline
-			case <-ctx.Done():
-			case <-time.After(retryGet):
-			}
+			pause(ctx) // the API server is unreachable: retry gently until the deadline
 		case err == nil:
 			if iface, done := assigned(p, pod.UID, ifName, &reason); done {
 				return iface, nil
@@ -228,10 +225,21 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 			if done || err != nil {
 				return iface, err
 			}
+			pause(ctx) // a watch refused or ended at once (an overloaded API server) must not make a busy loop
 		}
 		if ctx.Err() != nil {
 			return assignment.Interface{}, noAddress(pod, ifName, reason)
 		}
+	}
+}
+
+// pause waits retryGet, or less when ctx ends first.
+func pause(ctx context.Context) {
+	t := time.NewTimer(retryGet)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

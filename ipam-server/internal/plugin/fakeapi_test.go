@@ -1,0 +1,79 @@
+package plugin_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/braid-cni/braid/ipam-server/internal/plugin"
+)
+
+// fakeAPI is an API server that serves h, and a kubeconfig for it.
+func fakeAPI(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	path := filepath.Join(t.TempDir(), "fake.kubeconfig")
+	must(t, os.WriteFile(path, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`, srv.URL)), 0o600))
+	return path
+}
+
+// addVia runs ADD in-process for pod ns/p (UID u1) on net1 against the API server of kubeconfig, no daemon.
+func addVia(kubeconfig, timeout string) error {
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"braid-ipam","pools":["p"],"kubeconfig":%q,`+
+		`"timeout":%q,"daemonSocket":"/nonexistent/braid.sock"}}`, kubeconfig, timeout)
+	p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig}
+	return p.Add(&skel.CmdArgs{ContainerID: "c", Netns: "/var/run/netns/x", IfName: "net1",
+		Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", StdinData: []byte(conf)})
+}
+
+// An API server that refuses or ends every watch at once (overloaded: 429; or RBAC without watch) must not
+// be read in a tight loop until the deadline: braid-ipam spaces its reads as it does when GET fails.
+func TestAddSpacesReadsWhenTheWatchFails(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		watch func(w http.ResponseWriter)
+	}{
+		{"429", func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"kind":"Status","code":429,"reason":"TooManyRequests","message":"too many requests"}`)
+		}},
+		{"closed", func(http.ResponseWriter) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var gets atomic.Int32
+			kc := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Query().Get("watch") == "true" {
+					tc.watch(w)
+					return
+				}
+				gets.Add(1)
+				fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u1","resourceVersion":"5"}}`)
+			})
+			start := time.Now()
+			err := addVia(kc, "1s")
+			var cniErr *types.Error
+			if !errors.As(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater {
+				t.Fatalf("ADD = %v, want code 11", err)
+			}
+			if n := gets.Load(); n > 10 {
+				t.Errorf("ADD read the pod %d times in %v; a failing watch must not make it spin", n, time.Since(start))
+			}
+		})
+	}
+}
