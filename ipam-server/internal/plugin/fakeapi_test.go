@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,5 +76,41 @@ func TestAddSpacesReadsWhenTheWatchFails(t *testing.T) {
 				t.Errorf("ADD read the pod %d times in %v; a failing watch must not make it spin", n, time.Since(start))
 			}
 		})
+	}
+}
+
+// A prevResult with a null entry (a broken plugin earlier in the chain) is bad input: CHECK fails with code 6
+// naming prevResult, and never panics, in every version that has CHECK.
+func TestCheckRejectsNullsInPrevResult(t *testing.T) {
+	kc := fakeAPI(t, func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u1","resourceVersion":"5","annotations":{"braid.dev/ip-assignments":`+
+			`"{\"podUID\":\"u1\",\"interfaces\":{\"net1\":{\"network\":\"ns/n\",\"addresses\":[{\"pool\":\"p\",\"floatingIP\":\"f\",\"cidr\":\"192.0.2.10/24\"}]}}}"}}}`)
+	})
+	for _, ver := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+		for _, prev := range []string{`{"ips":[null]}`, `{"ips":[{"address":"192.0.2.10/24"}],"routes":[null]}`, `{"interfaces":[null]}`} {
+			t.Run(ver+prev, func(t *testing.T) {
+				prev := strings.Replace(prev, "{", fmt.Sprintf(`{"cniVersion":%q,`, ver), 1)
+				if ver == "0.4.0" {
+					prev = strings.ReplaceAll(prev, `"address"`, `"version":"4","address"`)
+				}
+				conf := fmt.Sprintf(`{"cniVersion":%q,"name":"n","ipam":{"type":"braid-ipam","pools":["p"],"kubeconfig":%q,`+
+					`"timeout":"1s","daemonSocket":"/nonexistent/braid.sock"},"prevResult":%s}`, ver, kc, prev)
+				p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig}
+				var err error
+				func() {
+					defer func() {
+						if r := recover(); r != nil {
+							err = fmt.Errorf("panic: %v", r)
+						}
+					}()
+					err = p.Check(&skel.CmdArgs{ContainerID: "c", Netns: "/var/run/netns/x", IfName: "net1",
+						Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", StdinData: []byte(conf)})
+				}()
+				var cniErr *types.Error
+				if !errors.As(err, &cniErr) || cniErr.Code != types.ErrDecodingFailure || !strings.Contains(cniErr.Msg, "prevResult") {
+					t.Fatalf("CHECK = %v, want code 6 naming prevResult", err)
+				}
+			})
+		}
 	}
 }

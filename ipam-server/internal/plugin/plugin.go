@@ -13,7 +13,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/ipam-server/internal/apiread"
@@ -92,15 +91,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "braid-ipam: prevResult", err.Error())
-	}
-	if conf.PrevResult == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "braid-ipam: CHECK needs prevResult", "")
-	}
-	prev, err := types100.NewResultFromResult(conf.PrevResult)
+	got, err := prevAddresses(conf)
 	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "braid-ipam: prevResult", err.Error())
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
 	defer cancel()
@@ -112,12 +105,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if !ok || len(iface.Addresses) == 0 {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("braid-ipam: pod %s/%s has no assignment for %s any more", pod.Namespace, pod.Name, args.IfName), "")
 	}
-	var want, got []string
+	var want []string
 	for _, a := range iface.Addresses {
 		want = append(want, a.CIDR)
-	}
-	for _, ip := range prev.IPs {
-		got = append(got, ip.Address.String())
 	}
 	slices.Sort(want)
 	slices.Sort(got)
