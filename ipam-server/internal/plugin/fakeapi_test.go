@@ -114,3 +114,23 @@ func TestCheckRejectsNullsInPrevResult(t *testing.T) {
 		}
 	}
 }
+
+// When braid-ipam-server recorded the pod's interfaces but not this one (the pod's annotation names it
+// otherwise, or the server could not read its NAD), ADD's reason says which interfaces the server knows, not
+// that the server may not be running.
+func TestAddNamesTheInterfacesTheServerAssigned(t *testing.T) {
+	kc := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") == "true" {
+			w.(http.Flusher).Flush() // a watch that sees no change
+			<-r.Context().Done()
+			return
+		}
+		fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u1","resourceVersion":"5","annotations":{"braid.dev/ip-assignments":`+
+			`"{\"podUID\":\"u1\",\"interfaces\":{\"net2\":{\"network\":\"ns/n\",\"addresses\":[{\"pool\":\"p\",\"floatingIP\":\"f\",\"cidr\":\"192.0.2.10/24\"}]}}}"}}}`)
+	})
+	err := addVia(kc, "500ms")
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater || !strings.Contains(cniErr.Msg, "interfaces [net2] but not net1") {
+		t.Fatalf("ADD = %v, want code 11 saying the server assigned net2, not net1", err)
+	}
+}

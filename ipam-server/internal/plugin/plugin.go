@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -187,6 +189,9 @@ func cachedGet(ctx context.Context, c *apiread.Client, path string) (*apiread.Me
 	return &o.Metadata, nil
 }
 
+// networksAnnotation is where a pod asks for its networks and names their interfaces.
+const networksAnnotation = "k8s.v1.cni.cncf.io/networks"
+
 // retryGet spaces reads of the pod while the API server does not answer.
 const retryGet = 250 * time.Millisecond
 
@@ -316,7 +321,11 @@ func assigned(p *apiread.Meta, uid, ifName string, reason *string) (assignment.I
 	}
 	iface, ok := a.Interfaces[ifName]
 	switch {
-	case a.PodUID != p.UID || !ok:
+	case a.PodUID != p.UID:
+		return assignment.Interface{}, false
+	case !ok:
+		*reason = fmt.Sprintf("braid-ipam-server assigned the pod's interfaces [%s] but not %s (check the interface names in "+
+			"the pod's %s, and that the network's NAD exists)", strings.Join(slices.Sorted(maps.Keys(a.Interfaces)), " "), ifName, networksAnnotation)
 		return assignment.Interface{}, false
 	case iface.Error != "":
 		*reason = iface.Error
