@@ -134,3 +134,21 @@ func TestAddNamesTheInterfacesTheServerAssigned(t *testing.T) {
 		t.Fatalf("ADD = %v, want code 11 saying the server assigned net2, not net1", err)
 	}
 }
+
+// An API server slow to open the watch (overloaded) when the deadline passes: ADD still fails with the reason
+// braid-ipam-server recorded, not with its own "context deadline exceeded".
+func TestAddKeepsTheServersReasonWhenTheWatchIsSlow(t *testing.T) {
+	kc := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") == "true" {
+			<-r.Context().Done() // no answer, not even headers
+			return
+		}
+		fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u1","resourceVersion":"5","annotations":{"braid.dev/ip-assignments":`+
+			`"{\"podUID\":\"u1\",\"interfaces\":{\"net1\":{\"network\":\"ns/n\",\"error\":\"pool exhausted: IPPool p has no free address\"}}}"}}}`)
+	})
+	err := addVia(kc, "500ms")
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater || !strings.HasSuffix(cniErr.Msg, ": pool exhausted: IPPool p has no free address") {
+		t.Fatalf("ADD = %v, want code 11 with the server's reason", err)
+	}
+}

@@ -280,7 +280,9 @@ func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion strin
 	reason *string) (assignment.Interface, bool, error) {
 	w, err := c.Watch(ctx, podsPath(pod.Namespace), "metadata.name="+pod.Name, resourceVersion)
 	if err != nil {
-		*reason = err.Error()
+		if ctx.Err() == nil { // at the deadline, what the server recorded is the reason, not the deadline
+			*reason = err.Error()
+		}
 		return assignment.Interface{}, false, nil //nolint:nilerr // the caller retries from a fresh GET
 	}
 	defer func() { _ = w.Close() }()
