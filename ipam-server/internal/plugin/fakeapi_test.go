@@ -152,3 +152,21 @@ func TestAddKeepsTheServersReasonWhenTheWatchIsSlow(t *testing.T) {
 		t.Fatalf("ADD = %v, want code 11 with the server's reason", err)
 	}
 }
+
+// CHECK of a pod recreated under the same name, whose new object carries the first one's assignment (its
+// manifest was re-applied from `kubectl get -o yaml`): the assignment is not the pod's, so CHECK fails, with
+// or without K8S_POD_UID.
+func TestCheckRefusesAnotherIncarnationsAssignment(t *testing.T) {
+	kc := fakeAPI(t, func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u2","resourceVersion":"5","annotations":{"braid.dev/ip-assignments":`+
+			`"{\"podUID\":\"u1\",\"interfaces\":{\"net1\":{\"network\":\"ns/n\",\"addresses\":[{\"pool\":\"p\",\"floatingIP\":\"f\",\"cidr\":\"192.0.2.10/24\"}]}}}"}}}`)
+	})
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"braid-ipam","pools":["p"],"kubeconfig":%q,"timeout":"1s"},`+
+		`"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"192.0.2.10/24"}]}}`, kc)
+	for _, args := range []string{"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p"} {
+		p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig}
+		if err := p.Check(&skel.CmdArgs{ContainerID: "c", Netns: "/var/run/netns/x", IfName: "net1", Args: args, StdinData: []byte(conf)}); err == nil {
+			t.Errorf("CHECK with %s passed on pod u2 carrying pod u1's assignment", args)
+		}
+	}
+}

@@ -342,8 +342,10 @@ func current(ctx context.Context, c *apiread.Client, pod podArgs) (assignment.As
 	if err != nil {
 		return assignment.Assignments{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: get pod %s/%s", pod.Namespace, pod.Name), err.Error())
 	}
+	// The assignment counts only when it is this object's (a re-applied manifest copies another's) and the
+	// object is the pod of CNI_ARGS.
 	a, err := assignment.Parse(o.Metadata.Annotations[assignment.Annotation])
-	if err != nil || (pod.UID != "" && a.PodUID != pod.UID) {
+	if err != nil || a.PodUID != o.Metadata.UID || (pod.UID != "" && a.PodUID != pod.UID) {
 		return assignment.Assignments{}, types.NewError(types.ErrInternal, fmt.Sprintf("braid-ipam: pod %s/%s has no current assignment", pod.Namespace, pod.Name), "")
 	}
 	return a, nil
