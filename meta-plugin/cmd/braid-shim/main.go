@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"runtime"
 	"time"
 
@@ -53,6 +54,11 @@ func forward(command string) func(*skel.CmdArgs) error {
 			Command: command, ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
 			Args: args.Args, Path: args.Path, Stdin: args.StdinData,
 		})
+		var te *types.Error
+		if command == "STATUS" && errors.As(err, &te) && te.Code == types.ErrTryAgainLater {
+			// For STATUS, a daemon that cannot be asked is the plugin not being available (CNI 1.1).
+			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+		}
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -91,7 +92,8 @@ func TestDaemonKeepsErrorCodes(t *testing.T) {
 	}
 }
 
-// Without the daemon, the shim fails with "try again later" and says where it looked.
+// Without the daemon, the shim fails with "try again later" and says where it looked; STATUS says the plugin
+// is not available (CNI 1.1 code 50), which is what a runtime acts on for STATUS.
 func TestShimWithoutDaemonSaysTryAgain(t *testing.T) {
 	r := newDaemonRig(t, "1.0.0")
 	p := r.pod("early", nil)
@@ -103,6 +105,11 @@ func TestShimWithoutDaemonSaysTryAgain(t *testing.T) {
 	var cniErr *types.Error
 	if !asCNIError(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater || !strings.Contains(cniErr.Msg, r.socket) {
 		t.Fatalf("ADD without daemon: %v, want code 11 naming %s", err, r.socket)
+	}
+	status := r.args(p)
+	status.StdinData = bytes.Replace(status.StdinData, []byte(`"cniVersion":"1.0.0"`), []byte(`"cniVersion":"1.1.0"`), 1)
+	if _, err := r.call("STATUS", status); !asCNIError(err, &cniErr) || cniErr.Code != 50 || !strings.Contains(cniErr.Msg, r.socket) {
+		t.Errorf("STATUS without daemon: %v, want code 50 naming %s", err, r.socket)
 	}
 	if f, _ := filepath.Glob(filepath.Join(r.dir, "cni", "*", "*")); len(f) != 0 {
 		t.Errorf("files written without a daemon: %v", f)
