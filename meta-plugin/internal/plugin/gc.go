@@ -1,10 +1,12 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
+	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 )
 
 // GC (CNI 1.1) removes every attachment of containers that are not in the runtime's list of valid
@@ -51,23 +54,19 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	lists := map[string]*libcni.NetworkConfigList{}
+	confs := gcConfs{} // network name -> the confs it was added with (two NADs' confs may carry one name)
 	for _, ca := range cached {
 		if valid[ca.ContainerID] {
 			keep.add(ca.Network, ca.ContainerID, ca.IfName)
 		}
-		if _, ok := lists[ca.Network]; !ok {
-			if list, err := libcni.ConfListFromBytes(ca.Config); err == nil {
-				lists[ca.Network] = list
-			}
+		if list, err := cachedConf(ca); err == nil {
+			confs.add(list)
 		}
 	}
 	if kube, err := p.kube(e); err == nil {
 		if m, err := newResolver(e, kube).master(ctx, nil); err == nil {
 			masters[m.list.Name] = true
-			if _, ok := lists[m.list.Name]; !ok {
-				lists[m.list.Name] = m.list
-			}
+			confs.add(m.list)
 		}
 	}
 	for name := range masters {
@@ -75,23 +74,35 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 			keep.add(name, va.ContainerID, va.IfName)
 		}
 	}
-	names := make([]string, 0, len(lists))
-	for n := range lists {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(confs)) {
+		// Each stale attachment goes with the conf it was added with; one whose DEL failed stays, its resources
+		// kept from the plugins' GC too, for the next GC to try again.
+		failed, delErrs := deleteStale(ctx, e.cni, n, cached, valid)
+		errs = append(errs, delErrs...)
 		if !masters[n] && len(unknown) > 0 {
 			log.Warn("network's plugins not garbage-collected: running containers braid did not attach may use it",
 				"network", n, "containers", unknown)
-			errs = append(errs, deleteStale(ctx, e.cni, lists[n], cached, valid)...)
 			continue
 		}
-		if err := e.cni.GCNetworkList(ctx, lists[n], &libcni.GCArgs{ValidAttachments: keep[n]}); err != nil {
-			errs = append(errs, fmt.Errorf("gc network %s: %w", n, err))
+		for _, a := range failed {
+			keep.add(n, a.ContainerID, a.IfName)
+		}
+		for _, list := range confs[n] {
+			if err := e.cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: keep[n]}); err != nil {
+				errs = append(errs, fmt.Errorf("gc network %s: %w", n, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gcConfs is the distinct confs of each network name.
+type gcConfs map[string][]*libcni.NetworkConfigList
+
+func (g gcConfs) add(list *libcni.NetworkConfigList) {
+	if !slices.ContainsFunc(g[list.Name], func(l *libcni.NetworkConfigList) bool { return bytes.Equal(l.Bytes, list.Bytes) }) {
+		g[list.Name] = append(g[list.Name], list)
+	}
 }
 
 // gcContainers goes through braid's records: containers that are not valid are removed as DEL removes them;
@@ -174,21 +185,33 @@ func (k gcKeep) add(network, containerID, ifName string) {
 	}
 }
 
-// deleteStale is the first half of libcni's GC of a network: a DEL of each cached attachment of a container
-// that is not valid.
-func deleteStale(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, cached []*libcni.NetworkAttachment,
-	valid map[string]bool) []error {
+// deleteStale deletes the cached attachments of the network that are not valid, each with the conf it was added
+// with (as libcni's GC does with one conf for them all), and returns those whose DEL failed.
+func deleteStale(ctx context.Context, cni *libcni.CNIConfig, network string, cached []*libcni.NetworkAttachment,
+	valid map[string]bool) ([]*libcni.NetworkAttachment, []error) {
+	var failed []*libcni.NetworkAttachment
 	var errs []error
 	for _, ca := range cached {
-		if ca.Network != list.Name || valid[ca.ContainerID] {
+		if ca.Network != network || valid[ca.ContainerID] {
 			continue
 		}
-		rt := &libcni.RuntimeConf{ContainerID: ca.ContainerID, NetNS: ca.NetNS, IfName: ca.IfName, Args: ca.CniArgs, CapabilityArgs: ca.CapabilityArgs}
-		if err := cni.DelNetworkList(ctx, list, rt); err != nil {
-			errs = append(errs, fmt.Errorf("gc network %s: delete stale attachment %s %s: %w", list.Name, ca.ContainerID, ca.IfName, err))
+		list, err := cachedConf(ca)
+		if err == nil {
+			rt := &libcni.RuntimeConf{ContainerID: ca.ContainerID, NetNS: ca.NetNS, IfName: ca.IfName, Args: ca.CniArgs, CapabilityArgs: ca.CapabilityArgs}
+			err = cni.DelNetworkList(ctx, list, rt)
+		}
+		if err != nil {
+			failed = append(failed, ca)
+			errs = append(errs, fmt.Errorf("gc network %s: delete stale attachment %s %s: %w", network, ca.ContainerID, ca.IfName, err))
 		}
 	}
-	return errs
+	return failed, errs
+}
+
+// cachedConf is the conf a cached attachment was added with (a conf list, or a single plugin's conf as an
+// older libcni cached it, named by the network when it has no name).
+func cachedConf(ca *libcni.NetworkAttachment) (*libcni.NetworkConfigList, error) {
+	return delegate.FromBytes(ca.Config, ca.Network, fmt.Sprintf("cached conf of %s %s", ca.ContainerID, ca.IfName))
 }
 
 // gcDel removes a stale container as DEL does, once no call of the container runs (see serialized).

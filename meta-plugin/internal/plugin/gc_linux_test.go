@@ -142,3 +142,57 @@ func TestGCLeavesAContainerAddedMomentsAgo(t *testing.T) {
 		t.Errorf("an old temporary record survived GC: %v", err)
 	}
 }
+
+// TestGCDeletesAStaleAttachmentWithItsOwnConf: two NADs whose confs carry the same network name (a copied
+// conf) are one network to libcni's cache. A stale attachment braid has no record of (only libcni's cache
+// knows it) is deleted with the conf it was added with, and each conf's plugins get the network's GC. Before,
+// GC used the first cached conf of the name for every attachment of it: another NAD's plugins, with another
+// NAD's IPAM, were told to delete it.
+func TestGCDeletesAStaleAttachmentWithItsOwnConf(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	named := func(subnet, first, last, gw string) string {
+		return `{"name":"shared",` + r.macvlanConf(r.hostLocal(subnet, first, last, gw), "")[1:]
+	}
+	r.nad("red", named("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"), nil)
+	blue := named("192.0.2.0/24", "192.0.2.10", "192.0.2.99", "192.0.2.1")
+	p := r.pod("red-pod", map[string]string{selection.NetworksAnnotation: "red"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	// A leftover of blue's, sorting after the red pod's cache entry ("cz..." after "c<hex>").
+	r.writeFile(filepath.Join(r.dir, "cni", "results", "shared-czz-net1"), `{"kind":"cniCacheV1","containerId":"czz","config":"`+
+		encodeB64(blue)+`","ifName":"net1","networkName":"shared","result":{"cniVersion":"1.1.0"}}`)
+
+	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": p.containerID, "ifname": "eth0"}}})
+	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
+	r.exec.reset()
+	if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	calls, _ := r.exec.reset()
+	var dels, gcs []string
+	for _, c := range calls {
+		subnet := "?"
+		if ipam, ok := c.stdin["ipam"].(map[string]any); ok {
+			ranges, _ := json.Marshal(ipam["ranges"])
+			subnet = string(ranges)
+		}
+		switch c.command {
+		case "DEL":
+			dels = append(dels, c.plugin+" "+c.ifName+" "+subnet)
+		case "GC":
+			if c.stdin["name"] == "shared" {
+				gcs = append(gcs, subnet)
+			}
+		}
+	}
+	if len(dels) != 1 || !strings.Contains(dels[0], "192.0.2.0/24") {
+		t.Errorf("DEL calls: %v, want one, of the stale attachment with blue's conf (192.0.2.0/24)", dels)
+	}
+	if len(gcs) != 2 || strings.Contains(gcs[0], "192.0.2.0") == strings.Contains(gcs[1], "192.0.2.0") {
+		t.Errorf("GC calls of network shared: %v, want one with each conf", gcs)
+	}
+	if got := keys(links(t, p.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
+		t.Errorf("the valid pod has %v after GC, want eth0 net1", got)
+	}
+}
