@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
 
 // floatingIPReconciler applies release policies: it releases addresses whose pod is gone or finished (or keeps them
@@ -53,9 +55,19 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, nil
 	}
 	if f.Spec.PodUID != "" {
-		live, err := r.holderLives(ctx, f)
-		if err != nil || live {
+		holder, err := r.holder(ctx, f)
+		if err != nil {
 			return ctrl.Result{}, err
+		}
+		if holder != nil && !finished(holder) {
+			return ctrl.Result{}, nil
+		}
+		if holder != nil {
+			// Finished: its assignment stops naming its addresses before any goes back to the pool, so that
+			// no reader of the pod's annotation is handed an address another pod may get.
+			if err := withdraw(ctx, r.Client, holder); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 	}
 	// The holder is gone, or the address is reserved for a pod name: apply the policy.
@@ -74,16 +86,55 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return r.release(ctx, f)
 }
 
-func (r *floatingIPReconciler) holderLives(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
+// holder returns the pod the FloatingIP is bound to, finished or not; nil when that pod is gone.
+func (r *floatingIPReconciler) holder(ctx context.Context, f *braidv1.FloatingIP) (*corev1.Pod, error) {
 	ns, name, ok := splitKey(f.Spec.Pod)
 	if !ok {
-		return false, nil // the schema keeps spec.pod namespace/name; anything else names no live pod
+		return nil, nil // the schema keeps spec.pod namespace/name; anything else names no live pod
 	}
 	pod := &corev1.Pod{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pod); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return nil, client.IgnoreNotFound(err)
 	}
-	return string(pod.UID) == f.Spec.PodUID && !finished(pod), nil
+	if string(pod.UID) != f.Spec.PodUID {
+		return nil, nil
+	}
+	return pod, nil
+}
+
+// withdraw rewrites a finished pod's assignment without addresses: each interface keeps its network and says
+// why it has none. Its addresses go back by policy, and may go to another pod; the finished pod starts no
+// sandbox, but its annotation must not name them (a CNI call reading it, a person, a tool).
+func withdraw(ctx context.Context, c client.Client, pod *corev1.Pod) error {
+	value, ok := pod.Annotations[assignment.Annotation]
+	if !ok {
+		return nil
+	}
+	a, err := assignment.Parse(value)
+	if err != nil || a.PodUID != string(pod.UID) {
+		return nil //nolint:nilerr // not this pod's assignment: it names nothing this pod holds
+	}
+	msg := fmt.Sprintf("pod %s/%s has finished (phase %s): its addresses went back to their pools",
+		pod.Namespace, pod.Name, pod.Status.Phase)
+	changed := false
+	for name, iface := range a.Interfaces {
+		if len(iface.Addresses) > 0 || iface.Error != msg {
+			a.Interfaces[name], changed = assignment.Interface{Network: iface.Network, Error: msg}, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	// The patch names the pod's UID, as the pod controller's does: a pod recreated under the name keeps its own.
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid": pod.UID, "annotations": map[string]string{assignment.Annotation: a.Encode()}}})
+	if err != nil {
+		return fmt.Errorf("withdraw addresses of finished pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if err := c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("withdraw addresses of finished pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
 }
 
 // ordinalWanted reports whether the StatefulSet that owned the pod still exists and still wants its ordinal.
