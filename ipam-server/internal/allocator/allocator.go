@@ -2,7 +2,7 @@
 // from the API server's FloatingIPs before serving, and the FloatingIP name (pool + address) remains the real
 // guard against double allocation; this index only makes the choice fast and well-ordered.
 //
-// It mirrors the FloatingIPs by name: an address is busy while any FloatingIP of it exists (holding, reserved,
+// It mirrors the FloatingIPs by UID: an address is busy while any FloatingIP of it exists (holding, reserved,
 // or released and cooling down: its name is taken until it is deleted), and for a short while after this
 // process picked it for a FloatingIP it is creating. Counting objects, not addresses, keeps a second
 // FloatingIP of one address (an admin's, under another name) holding it when the first goes.
@@ -43,7 +43,20 @@ const claimTTL = time.Minute
 type Allocator struct {
 	mu    sync.Mutex
 	pools map[string]*state
+	// unloaded records, per pool with no model (invalid, not loaded yet, or deleted), its FloatingIPs and
+	// release times as for a loaded pool, so that a FloatingIP deleted meanwhile keeps its address cooling down
+	// once the pool is loaded. It hands out nothing.
+	unloaded map[string]*state
+	// gone are the FloatingIPs (by UID) forgotten recently: a list taken before a deletion and applied after
+	// it (the rebuild, a pool's load) must not bring one back, holding its address for nobody. UIDs are never
+	// reused, so an object of a forgotten UID can only be a stale copy.
+	gone      map[string]time.Time
+	goneSwept time.Time
 }
+
+// goneTTL is how long a forgotten FloatingIP's UID is remembered: longer than any list is applied after it
+// was taken.
+const goneTTL = 10 * time.Minute
 
 type state struct {
 	model pool.Model
@@ -58,7 +71,12 @@ type state struct {
 
 // New returns an empty allocator.
 func New() *Allocator {
-	return &Allocator{pools: map[string]*state{}}
+	return &Allocator{pools: map[string]*state{}, unloaded: map[string]*state{}, gone: map[string]time.Time{}}
+}
+
+func newState(m pool.Model) *state {
+	return &state{model: m, objects: map[netip.Addr]map[string]bool{}, claimed: map[netip.Addr]time.Time{},
+		released: map[netip.Addr]time.Time{}}
 }
 
 // SetPool loads or replaces a pool's model; what is recorded for its addresses stays. It reports whether the
@@ -70,8 +88,13 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 		s.model = m
 		return false
 	}
-	a.pools[name] = &state{model: m, objects: map[netip.Addr]map[string]bool{}, claimed: map[netip.Addr]time.Time{},
-		released: map[netip.Addr]time.Time{}}
+	s, ok := a.unloaded[name]
+	if !ok {
+		s = newState(m)
+	}
+	delete(a.unloaded, name)
+	s.model = m
+	a.pools[name] = s
 	return true
 }
 
@@ -86,10 +109,15 @@ func (a *Allocator) Model(name string) (pool.Model, bool) {
 	return s.model, true
 }
 
-// RemovePool forgets a pool and everything recorded for it.
+// RemovePool unloads a pool: it hands out nothing, and what is recorded for its addresses (FloatingIPs and
+// cool-downs) is kept as for any pool with no model, should it be loaded again.
 func (a *Allocator) RemovePool(name string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if s, ok := a.pools[name]; ok {
+		s.model, s.claimed = pool.Model{}, map[netip.Addr]time.Time{}
+		a.unloaded[name] = s
+	}
 	delete(a.pools, name)
 }
 
@@ -101,15 +129,30 @@ func (a *Allocator) get(name string) (*state, error) {
 	return s, nil
 }
 
+// record is the pool's state, loaded or not, for recording what happens to its FloatingIPs.
+func (a *Allocator) record(name string) *state {
+	if s, ok := a.pools[name]; ok {
+		return s
+	}
+	s, ok := a.unloaded[name]
+	if !ok {
+		s = newState(pool.Model{})
+		a.unloaded[name] = s
+	}
+	return s
+}
+
 // Observe records FloatingIP object of addr as it exists in the API server: holding the address, or, with
 // releasedAt, released at that time. Whatever the pool's model says: an admin may reserve any address by hand.
+// A pool with no model records it too (it hands out nothing), and so does a FloatingIP forgotten already: a
+// stale copy of it changes nothing.
 func (a *Allocator) Observe(name string, addr netip.Addr, object string, releasedAt *time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s, err := a.get(name)
-	if err != nil {
-		return err
+	if _, forgotten := a.gone[object]; forgotten {
+		return nil
 	}
+	s := a.record(name)
 	if s.objects[addr] == nil {
 		s.objects[addr] = map[string]bool{}
 	}
@@ -121,25 +164,41 @@ func (a *Allocator) Observe(name string, addr netip.Addr, object string, release
 	return nil
 }
 
-// Forget records that FloatingIP object of addr was deleted at the given time. Deleting one that held the
-// address releases it then; one already released keeps its release time. Forgetting an object again (the
-// server's own delete, then the informer's event) changes nothing.
+// Forget records that FloatingIP object of addr was deleted at the given time, in a pool loaded or not.
+// Deleting one that held the address releases it then; one already released keeps its release time; one never
+// observed (deleted before a list that showed it was applied) may have held it, and releases it then too.
+// Forgetting an object again (the server's own delete, then the informer's event) changes nothing.
 func (a *Allocator) Forget(name string, addr netip.Addr, object string, at time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s, err := a.get(name)
-	if err != nil {
-		return err
+	if _, forgotten := a.gone[object]; forgotten {
+		return nil
 	}
+	a.sweepGone(at)
+	a.gone[object] = at
+	s := a.record(name)
 	wasReleased, known := s.objects[addr][object]
 	delete(s.objects[addr], object)
 	if len(s.objects[addr]) == 0 {
 		delete(s.objects, addr)
 	}
-	if known && !wasReleased && at.After(s.released[addr]) {
+	if (!known || !wasReleased) && at.After(s.released[addr]) {
 		s.released[addr] = at
 	}
 	return nil
+}
+
+// sweepGone drops the forgotten UIDs older than goneTTL, at most once per goneTTL.
+func (a *Allocator) sweepGone(now time.Time) {
+	if now.Sub(a.goneSwept) < goneTTL {
+		return
+	}
+	a.goneSwept = now
+	for uid, at := range a.gone {
+		if now.Sub(at) >= goneTTL {
+			delete(a.gone, uid)
+		}
+	}
 }
 
 // Claim picks a specific address a pod asked for (static `ips`) at time now. It must be usable and neither

@@ -2,7 +2,9 @@ package allocator
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,9 +71,12 @@ type fip struct {
 	name string
 }
 
+// uids numbers the FloatingIPs the tests create: each object has a UID of its own, as in the API server.
+var uids atomic.Int64
+
 func created(t *testing.T, a *Allocator, addr netip.Addr) fip {
 	t.Helper()
-	f := fip{a, addr, "p-" + addr.String()}
+	f := fip{a, addr, fmt.Sprintf("p-%s-%d", addr, uids.Add(1))}
 	must(t, a.Observe("p", addr, f.name, nil))
 	return f
 }
@@ -206,4 +211,49 @@ func fmtList(s []string) string {
 		out += v
 	}
 	return out + "]"
+}
+
+// A FloatingIP deleted while its pool has no model (invalid when the server started, or not loaded yet) keeps
+// its address cooling down once the pool is loaded. Before, the deletion was dropped (unknown pool) and the
+// address, never released as far as the pool knew, was the first handed out.
+func TestDeletionWhileThePoolHasNoModelKeepsTheCooldown(t *testing.T) {
+	m, err := pool.Parse(braidv1.IPPoolSpec{CIDR: "198.51.100.0/30"}) // .1 and .2 usable; cool-down 60s
+	must(t, err)
+	held := netip.MustParseAddr("198.51.100.1")
+	for _, seen := range []bool{true, false} { // observed first (the rebuild lists it), or only its deletion seen
+		a := New()
+		if seen {
+			if err := a.Observe("p", held, "uid-1", nil); err != nil && !errors.Is(err, ErrUnknownPool) {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Forget("p", held, "uid-1", t0); err != nil && !errors.Is(err, ErrUnknownPool) {
+			t.Fatal(err)
+		}
+		a.SetPool("p", m)
+		if got := created(t, a, mustAlloc(t, a, t0.Add(time.Second))); got.addr == held {
+			t.Fatalf("seen %v: handed out %s one second after its FloatingIP was deleted (cool-down 60s)", seen, got.addr)
+		}
+		if got, err := a.Allocate("p", t0.Add(2*time.Second)); !errors.Is(err, ErrExhausted) {
+			t.Fatalf("seen %v: want ErrExhausted while %s cools down, got %s %v", seen, held, got, err)
+		}
+		if got := mustAlloc(t, a, t0.Add(61*time.Second)); got != held {
+			t.Fatalf("seen %v: after the cool-down got %s, want %s", seen, got, held)
+		}
+	}
+}
+
+// A list taken before a FloatingIP's deletion and applied after it (the rebuild on election, a pool's load,
+// both racing the informer) must not bring the FloatingIP back: its address would stay held by nobody.
+func TestStaleCopyOfADeletedFloatingIPHoldsNothing(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "198.51.100.0/31", ReuseCooldown: &metav1.Duration{Duration: time.Minute}})
+	addr := netip.MustParseAddr("198.51.100.0")
+	must(t, a.Forget("p", addr, "uid-1", t0))   // the informer's deletion
+	must(t, a.Observe("p", addr, "uid-1", nil)) // then the stale list's copy
+	if got := created(t, a, mustAlloc(t, a, t0.Add(time.Second))); got.addr == addr {
+		t.Fatalf("handed out %s during the cool-down its deletion started", got.addr)
+	}
+	if got := mustAlloc(t, a, t0.Add(time.Hour)); got != addr {
+		t.Fatalf("after the cool-down got %s, want %s: the stale copy still holds it", got, addr)
+	}
 }

@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -64,8 +65,9 @@ func FuzzAllocator(f *testing.F) {
 				ref.picked[got] = now
 			case 1: // the FloatingIP of a picked address is created (and observed)
 				if addr, ok := pick(candidates, arg, func(a netip.Addr) bool { _, ok := ref.picked[a]; return ok }); ok {
-					must(t, a.Observe("p", addr, "p-"+addr.String(), nil))
-					ref.observe(addr, "p-"+addr.String(), nil)
+					uid := fmt.Sprintf("p-%s-%d", addr, i) // a new object: a UID of its own
+					must(t, a.Observe("p", addr, uid, nil))
+					ref.observe(addr, uid, nil)
 				}
 			case 2: // a holding FloatingIP is released now
 				if addr, name, ok := ref.object(candidates, arg, false); ok {
@@ -100,8 +102,9 @@ func FuzzAllocator(f *testing.F) {
 				now = now.Add(time.Duration(arg) * time.Second)
 			case 6: // an admin reserves an address by hand, under a name of their own
 				addr := candidates[arg%len(candidates)]
-				must(t, a.Observe("p", addr, "hand-"+addr.String(), nil))
-				ref.observe(addr, "hand-"+addr.String(), nil)
+				uid := fmt.Sprintf("hand-%s-%d", addr, i)
+				must(t, a.Observe("p", addr, uid, nil))
+				ref.observe(addr, uid, nil)
 			case 7: // the create of a picked address failed
 				if addr, ok := pick(candidates, arg, func(a netip.Addr) bool { _, ok := ref.picked[a]; return ok }); ok {
 					a.Unclaim("p", addr)
