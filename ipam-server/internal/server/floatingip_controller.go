@@ -181,10 +181,16 @@ func (r *floatingIPReconciler) reserve(ctx context.Context, f *braidv1.FloatingI
 // release gives the address back: at once when the pool has no cool-down, otherwise by marking it Released
 // so that the cool-down survives a restart of the server.
 func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingIP) (ctrl.Result, error) {
-	cooldown := r.cooldown(f)
+	cooldown, known, err := r.cooldown(ctx, f)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
-	if cooldown <= 0 {
+	if known && cooldown <= 0 {
 		return ctrl.Result{}, r.delete(ctx, f)
+	}
+	if !known {
+		cooldown = poolResync // marked Released: expire looks again once the pool may have a model
 	}
 	f.Status.Phase = braidv1.FloatingIPReleased
 	f.Status.ReleasedAt = &metav1.Time{Time: r.state.now()}
@@ -196,9 +202,18 @@ func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingI
 }
 
 // expire deletes a released FloatingIP once its pool's cool-down has passed.
+// A pool that exists with no model (invalid, not loaded yet) has a cool-down nobody can tell: the FloatingIP
+// waits, released, until it can be told.
 func (r *floatingIPReconciler) expire(ctx context.Context, f *braidv1.FloatingIP) (ctrl.Result, error) {
+	cooldown, known, err := r.cooldown(ctx, f)
+	switch {
+	case err != nil:
+		return ctrl.Result{}, err
+	case !known:
+		return ctrl.Result{RequeueAfter: poolResync}, nil
+	}
 	if f.Status.ReleasedAt != nil {
-		if left := r.cooldown(f) - r.state.now().Sub(f.Status.ReleasedAt.Time); left > 0 {
+		if left := cooldown - r.state.now().Sub(f.Status.ReleasedAt.Time); left > 0 {
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
 	}
@@ -214,12 +229,19 @@ func (r *floatingIPReconciler) delete(ctx context.Context, f *braidv1.FloatingIP
 	return nil
 }
 
-func (r *floatingIPReconciler) cooldown(f *braidv1.FloatingIP) time.Duration {
-	m, ok := r.state.alloc.Model(f.Spec.Pool)
-	if !ok {
-		return 0 // the pool is gone or invalid: nothing to cool down for
+// cooldown is the reuse cool-down of the FloatingIP's pool; known is false when the pool exists but has no
+// model in this process (invalid since before it started, or not loaded yet). A pool that is gone has none.
+func (r *floatingIPReconciler) cooldown(ctx context.Context, f *braidv1.FloatingIP) (d time.Duration, known bool, err error) {
+	if m, ok := r.state.alloc.Model(f.Spec.Pool); ok {
+		return m.Cooldown, true, nil
 	}
-	return m.Cooldown
+	if err := r.Get(ctx, types.NamespacedName{Name: f.Spec.Pool}, &braidv1.IPPool{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, true, nil // the pool is gone: nothing to cool down for
+		}
+		return 0, false, fmt.Errorf("read IPPool %s of FloatingIP %s: %w", f.Spec.Pool, f.Name, err)
+	}
+	return 0, false, nil
 }
 
 func splitKey(key string) (namespace, name string, ok bool) {

@@ -244,3 +244,48 @@ func assignedValue(t *testing.T, ns, name string, ifaces ...string) string {
 	}
 	return pod.Annotations[assignment.Annotation]
 }
+
+// A pool invalid when the server started has no model in it, so its cool-down cannot be told; a pod of it
+// that goes meanwhile leaves its FloatingIP released (the cool-down is durable, across a restart), and its
+// address is not handed out at once when the pool is valid again. Before, the FloatingIP was deleted at once
+// (no model read as no cool-down), and the address was the first the next pod got.
+func TestReleaseWhileThePoolHasNoModelKeepsTheCooldown(t *testing.T) {
+	ns := env.Namespace(t)
+	valid := []braidv1.IPRange{{Start: "198.51.100.10", End: "198.51.100.20"}}
+	mkPool(t, "nomodel-v4", "198.51.100.0/24", cooldown(time.Hour), func(p *braidv1.IPPool) { p.Spec.Ranges = valid })
+	mkNAD(t, ns, "n", "nomodel-v4")
+	var held string
+	var leaving *corev1.Pod
+	t.Run("first server", func(t *testing.T) {
+		startServer(t, "")
+		leaving = mkPod(t, ns, "leaving", "node-1", "n")
+		held = addressesOf(assignments(t, ns, "leaving", "net1"), "net1")
+	})
+	setRanges := func(r ...braidv1.IPRange) {
+		p := getPool(t, "nomodel-v4")
+		p.Spec.Ranges = r
+		if err := k8s.Update(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRanges(append(valid, braidv1.IPRange{Start: "198.51.100.15", End: "198.51.100.30"})...) // overlapping: invalid
+	startServer(t, "")
+	eventually(t, 10*time.Second, "nomodel-v4 refused by the new server", func() (bool, string) {
+		c := meta.FindStatusCondition(poolStatus(t, "nomodel-v4").Conditions, server.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == getPool(t, "nomodel-v4").Generation, fmt.Sprintf("%+v", c)
+	})
+	deletePod(t, leaving)
+	eventually(t, 10*time.Second, "the leaving pod's FloatingIP released and kept", func() (bool, string) {
+		for _, f := range fips(t, "nomodel-v4") {
+			if f.Spec.Pod == ns+"/leaving" {
+				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
+			}
+		}
+		return false, "its FloatingIP is gone: the cool-down was skipped"
+	})
+	setRanges(valid...)
+	mkPod(t, ns, "next", "node-1", "n")
+	if got := addressesOf(assignments(t, ns, "next", "net1"), "net1"); got == held {
+		t.Fatalf("next pod got %s, released a moment ago with a cool-down of an hour", got)
+	}
+}
