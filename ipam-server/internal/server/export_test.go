@@ -83,3 +83,44 @@ func (p *PoolController) Announced() []string {
 		}
 	}
 }
+
+// FloatingIPController is the FloatingIP controller alone, on a fresh ready state with the given pools
+// loaded, reading and writing through c.
+type FloatingIPController struct {
+	r   *floatingIPReconciler
+	reg *prometheus.Registry
+}
+
+func NewFloatingIPController(c client.Client, loaded map[string]pool.Model) *FloatingIPController {
+	s := newState(time.Now)
+	for name, m := range loaded {
+		s.alloc.SetPool(name, m)
+	}
+	s.ready.Store(true)
+	reg := prometheus.NewRegistry()
+	return &FloatingIPController{&floatingIPReconciler{Client: c, state: s, metrics: NewMetrics(reg)}, reg}
+}
+
+// Reconcile reconciles the named FloatingIP once.
+func (f *FloatingIPController) Reconcile(ctx context.Context, name string) error {
+	_, err := f.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
+	return err
+}
+
+// Releases is the releases counter of a pool.
+func (f *FloatingIPController) Releases(pool string) float64 {
+	mfs, _ := f.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "braid_ipam_releases_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pool" && l.GetValue() == pool {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -185,9 +185,13 @@ func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingI
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
+	// Counted once the release is written: a failed attempt is retried, and is not a second release.
 	if known && cooldown <= 0 {
-		return ctrl.Result{}, r.delete(ctx, f)
+		if err := r.delete(ctx, f); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
+		return ctrl.Result{}, nil
 	}
 	if !known {
 		cooldown = poolResync // marked Released: expire looks again once the pool may have a model
@@ -197,6 +201,7 @@ func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingI
 	if err := r.Status().Update(ctx, f); err != nil {
 		return ctrl.Result{}, fmt.Errorf("release FloatingIP %s: %w", f.Name, err)
 	}
+	r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
 	r.state.observe(f)
 	return ctrl.Result{RequeueAfter: cooldown}, nil
 }
