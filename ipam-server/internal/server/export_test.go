@@ -51,12 +51,44 @@ func PoolsFor(ctx context.Context, c client.Client, pod *corev1.Pod, names []str
 var ErrPoolLoading = errPoolLoading
 
 // PoolController is the pool controller alone, on a fresh state that is ready, reading and writing through c.
-type PoolController struct{ r *poolReconciler }
+type PoolController struct {
+	r   *poolReconciler
+	reg *prometheus.Registry
+}
 
 func NewPoolController(c client.Client) *PoolController {
 	s := newState(time.Now)
 	s.ready.Store(true)
-	return &PoolController{&poolReconciler{Client: c, state: s, metrics: NewMetrics(prometheus.NewRegistry())}}
+	reg := prometheus.NewRegistry()
+	return &PoolController{&poolReconciler{Client: c, state: s, metrics: NewMetrics(reg)}, reg}
+}
+
+// Observe applies a FloatingIP to the state, as the informer does.
+func (p *PoolController) Observe(f *braidv1.FloatingIP) { p.r.state.observe(f) }
+
+// Gauge is the value of a per-pool gauge (braid_ipam_pool_used, braid_ipam_pool_free), -1 when unset.
+func (p *PoolController) Gauge(name, pool string) float64 {
+	return gauge(p.reg, name, pool)
+}
+
+func gauge(reg *prometheus.Registry, name, pool string) float64 {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pool" && l.GetValue() == pool {
+					if m.GetCounter() != nil {
+						return m.GetCounter().GetValue()
+					}
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // Reconcile reconciles the named pool once.
@@ -109,18 +141,5 @@ func (f *FloatingIPController) Reconcile(ctx context.Context, name string) error
 
 // Releases is the releases counter of a pool.
 func (f *FloatingIPController) Releases(pool string) float64 {
-	mfs, _ := f.reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() != "braid_ipam_releases_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "pool" && l.GetValue() == pool {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return max(gauge(f.reg, "braid_ipam_releases_total", pool), 0)
 }

@@ -92,14 +92,15 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		exhausted.Message = fmt.Sprintf("all %s addresses are held or cooling down", st.Total)
 	}
 	meta.SetStatusCondition(&status.Conditions, exhausted)
+	// The gauges cost no API write: they follow every count, also while a status write is held back.
+	free, _ := st.Free.Float64()
+	r.metrics.PoolUsed.WithLabelValues(p.Name).Set(float64(st.Used))
+	r.metrics.PoolFree.WithLabelValues(p.Name).Set(free)
 	if last, ok := r.lastWrite.Load(p.Name); ok {
 		if wait := statusInterval - r.state.now().Sub(last.(time.Time)); wait > 0 && !equality.Semantic.DeepEqual(&p.Status, status) {
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 	}
-	free, _ := st.Free.Float64()
-	r.metrics.PoolUsed.WithLabelValues(p.Name).Set(float64(st.Used))
-	r.metrics.PoolFree.WithLabelValues(p.Name).Set(free)
 	return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
 }
 
