@@ -22,6 +22,10 @@ type AnnotationQuery struct {
 	// After makes the daemon answer once the annotation's value differs from it, or when Wait is over.
 	After string        `json:"after"`
 	Wait  time.Duration `json:"wait"`
+	// EndOnDeletion makes a pod being deleted end the wait too: braid-ipam-server never serves such a pod, so
+	// its annotation may never change. A daemon that predates it ignores it and answers as before; an older
+	// braid-ipam leaves it unset, because it would only ask again at once, in a loop, until its deadline.
+	EndOnDeletion bool `json:"endOnDeletion,omitempty"`
 }
 
 // AnnotationAnswer is the annotation's value; Found is false when the daemon's cache has not seen the pod
@@ -30,6 +34,9 @@ type AnnotationAnswer struct {
 	Found bool   `json:"found"`
 	UID   string `json:"uid,omitempty"`
 	Value string `json:"value"`
+	// Deleting is true when the pod has a deletionTimestamp. A daemon that predates it never sets it, so
+	// false means "not being deleted, or not known".
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // AskPodAnnotation sends q to the daemon at socket. An error means the daemon could not answer (not

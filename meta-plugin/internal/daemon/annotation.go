@@ -80,8 +80,9 @@ func (w *podWaiters) count() int {
 }
 
 // PodAnnotation answers an AnnotationQuery from the cache of the node's pods: at once when the annotation
-// differs from q.After, else at the pod's first change that makes it differ, or when q.Wait is over (with the
-// value as it is). A pod the cache has not seen is waited for notSeenWait at most.
+// differs from q.After (or, for q.EndOnDeletion, the pod is being deleted), else at the pod's first change that
+// makes it so, or when q.Wait is over (with the value as it is). A pod the cache has not seen is waited for
+// notSeenWait at most.
 func (c *Cache) PodAnnotation(ctx context.Context, q shim.AnnotationQuery) shim.AnnotationAnswer {
 	key := q.Namespace + "/" + q.Name
 	wait := min(q.Wait, maxAnnotationWait)
@@ -90,17 +91,14 @@ func (c *Cache) PodAnnotation(ctx context.Context, q shim.AnnotationQuery) shim.
 		changed, stop := c.waiters.next(key) // before the read, so that no change is missed in between
 		var ans shim.AnnotationAnswer
 		if obj, ok, err := c.pods.GetStore().GetByKey(key); err == nil && ok {
-			pod := obj.(*corev1.Pod)
-			if q.UID == "" || string(pod.UID) == q.UID {
-				ans = shim.AnnotationAnswer{Found: true, UID: string(pod.UID), Value: pod.Annotations[q.Key]}
-			}
+			ans = answer(obj.(*corev1.Pod), q)
 		}
 		limit := wait
 		if !ans.Found {
 			limit = min(wait, notSeenWait)
 		}
 		left := limit - time.Since(start)
-		if (ans.Found && ans.Value != q.After) || left <= 0 {
+		if news(ans, q) || left <= 0 {
 			stop()
 			return ans
 		}
@@ -116,6 +114,20 @@ func (c *Cache) PodAnnotation(ctx context.Context, q shim.AnnotationQuery) shim.
 		timer.Stop()
 		stop() // a no-op once the change closed it
 	}
+}
+
+// answer is what the cached pod tells q: nothing (not found) when it is another incarnation.
+func answer(pod *corev1.Pod, q shim.AnnotationQuery) shim.AnnotationAnswer {
+	if q.UID != "" && string(pod.UID) != q.UID {
+		return shim.AnnotationAnswer{}
+	}
+	return shim.AnnotationAnswer{Found: true, UID: string(pod.UID), Value: pod.Annotations[q.Key], Deleting: pod.DeletionTimestamp != nil}
+}
+
+// news reports whether ans ends q's wait: the value changed, or the pod is being deleted and q asked to hear
+// of it (braid-ipam-server will then never write the value q waits for).
+func news(ans shim.AnnotationAnswer, q shim.AnnotationQuery) bool {
+	return ans.Found && (ans.Value != q.After || (q.EndOnDeletion && ans.Deleting))
 }
 
 // answerPodAnnotation is the daemon's handler for shim.CommandPodAnnotation.

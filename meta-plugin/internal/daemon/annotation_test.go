@@ -112,3 +112,72 @@ func setAnnotation(ns, name, value string) error {
 	p.Annotations[testKey] = value
 	return suiteEnv.Client.Patch(context.Background(), &p, patch)
 }
+
+// A pod being deleted is never served by braid-ipam-server, so a query that asks to hear of it (EndOnDeletion,
+// as braid-ipam sends) is answered at once, or at the deletion when it waits, with Deleting set. A query without
+// it (an older braid-ipam, which would only ask again at once) waits as it always did.
+func TestPodAnnotationAnswersAPodBeingDeleted(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	pod := createPod(t, ns, "leaving", "node-d")
+	holdOnDeletion(t, pod)
+	api, _ := api(t)
+	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: "node-d", StateDir: t.TempDir(), Log: testLog(t)}, api)
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
+	}()
+	t.Cleanup(func() { cancel(); must(t, <-done) })
+	q := shim.AnnotationQuery{Namespace: ns, Name: "leaving", UID: string(pod.UID), Key: testKey, EndOnDeletion: true, Wait: time.Minute}
+	eventually(t, "socket up and pod cached", func() bool {
+		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/leaving")
+		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "leaving", Key: testKey})
+		return ok && err == nil
+	})
+	ask := func(q shim.AnnotationQuery) (shim.AnnotationAnswer, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		a, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, q)
+		must(t, err)
+		return a, time.Since(start)
+	}
+
+	// Deleted while the query waits for the annotation.
+	time.AfterFunc(300*time.Millisecond, func() {
+		if err := suiteEnv.Client.Delete(context.Background(), pod); err != nil {
+			t.Error(err)
+		}
+	})
+	if a, took := ask(q); !a.Found || !a.Deleting || took > 5*time.Second {
+		t.Errorf("waiting query = %+v after %v, want the pod being deleted, answered at its deletion", a, took)
+	}
+	// Being deleted already: at once.
+	if a, took := ask(q); !a.Found || !a.Deleting || took > time.Second {
+		t.Errorf("query = %+v after %v, want the pod being deleted, at once", a, took)
+	}
+	// An older braid-ipam's query: the wait is its to end, by the value's change or its Wait.
+	old := q
+	old.EndOnDeletion, old.Wait = false, 700*time.Millisecond
+	if a, took := ask(old); !a.Found || took < 600*time.Millisecond {
+		t.Errorf("query without EndOnDeletion = %+v after %v, want an answer when its 700ms wait is over", a, took)
+	}
+}
+
+// holdOnDeletion gives the pod a finalizer, so that deleting it leaves it with a deletionTimestamp (as a
+// terminating pod stays while the kubelet stops it), and removes the finalizer when the test ends.
+func holdOnDeletion(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	patch := client.MergeFrom(pod.DeepCopy())
+	pod.Finalizers = append(pod.Finalizers, "braid.dev/test-hold")
+	must(t, suiteEnv.Client.Patch(t.Context(), pod, patch))
+	t.Cleanup(func() {
+		var p corev1.Pod
+		if err := suiteEnv.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), &p); err != nil {
+			return
+		}
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Finalizers = nil
+		_ = suiteEnv.Client.Patch(context.Background(), &p, patch)
+	})
+}
