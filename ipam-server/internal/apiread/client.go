@@ -36,7 +36,13 @@ type Meta struct {
 	UID             string            `json:"uid"`
 	ResourceVersion string            `json:"resourceVersion"`
 	Annotations     map[string]string `json:"annotations,omitempty"`
+	// DeletionTimestamp is set once the object is being deleted (kept as the API server wrote it: only its
+	// presence matters here).
+	DeletionTimestamp string `json:"deletionTimestamp,omitempty"`
 }
+
+// Deleting reports whether the object is being deleted: a pod then is never served addresses any more.
+func (m *Meta) Deleting() bool { return m.DeletionTimestamp != "" }
 
 // StatusError is the API server's answer to a request it refused (a metav1.Status).
 type StatusError struct {

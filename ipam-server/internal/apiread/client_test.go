@@ -14,7 +14,8 @@ import (
 	"testing"
 )
 
-// fakeServer answers like the API server for one pod: a read, and a watch with one MODIFIED event.
+// fakeServer answers like the API server for one pod: a read, and a watch with one MODIFIED event (the pod's
+// deletion).
 func fakeServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	t.Helper()
 	var conns atomic.Int32
@@ -32,7 +33,7 @@ func fakeServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
-			fmt.Fprint(w, `{"type":"MODIFIED","object":{"metadata":{"name":"p","uid":"u1","resourceVersion":"6","annotations":{"a":"b"}}}}`+"\n")
+			fmt.Fprint(w, `{"type":"MODIFIED","object":{"metadata":{"name":"p","uid":"u1","resourceVersion":"6","deletionTimestamp":"2025-01-02T03:04:05Z","annotations":{"a":"b"}}}}`+"\n")
 			fmt.Fprint(w, `{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version"}}`+"\n")
 		default:
 			w.WriteHeader(http.StatusNotFound)
@@ -82,8 +83,8 @@ current-context: x
 	return path
 }
 
-// A read and the watch that follows share one connection (one TLS handshake per CNI call), events and the
-// API server's errors decode, and a 404 is IsNotFound.
+// A read and the watch that follows share one connection (one TLS handshake per CNI call), events (with a
+// pod's deletion) and the API server's errors decode, and a 404 is IsNotFound.
 func TestReadThenWatchOnOneConnection(t *testing.T) {
 	srv, conns := fakeServer(t)
 	c, err := Load(writeKubeconfig(t, srv))
@@ -95,7 +96,7 @@ func TestReadThenWatchOnOneConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Metadata.Name != "p" || o.Metadata.UID != "u1" || o.Metadata.ResourceVersion != "5" {
+	if o.Metadata.Name != "p" || o.Metadata.UID != "u1" || o.Metadata.ResourceVersion != "5" || o.Metadata.Deleting() {
 		t.Errorf("metadata = %+v", o.Metadata)
 	}
 	w, err := c.Watch(ctx, "/api/v1/namespaces/ns/pods", "metadata.name=p", o.Metadata.ResourceVersion)
@@ -104,7 +105,7 @@ func TestReadThenWatchOnOneConnection(t *testing.T) {
 	}
 	defer func() { _ = w.Close() }()
 	ev, err := w.Next()
-	if err != nil || ev.Type != "MODIFIED" || ev.Object.Metadata.Annotations["a"] != "b" {
+	if err != nil || ev.Type != "MODIFIED" || ev.Object.Metadata.Annotations["a"] != "b" || !ev.Object.Metadata.Deleting() {
 		t.Errorf("first event = %+v, %v", ev, err)
 	}
 	_, err = w.Next()
