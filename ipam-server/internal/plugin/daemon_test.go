@@ -28,19 +28,27 @@ func startDaemon(t *testing.T, node string) string {
 	return testenv.StartBraidDaemon(t, filepath.Join(dir, "braid"), dir, node, kubeconfig)
 }
 
-// On a node that runs braid's daemon, braid-ipam takes the assignment from the daemon's watch cache: it
-// serves with a kubeconfig whose API server cannot be reached. A pod the daemon does not have (another node's
-// here) is read from the API server instead.
-func TestAddAsksTheNodeDaemon(t *testing.T) {
-	socket := startDaemon(t, "node-1")
-	unreachable := filepath.Join(t.TempDir(), "unreachable.kubeconfig")
-	must(t, os.WriteFile(unreachable, []byte(`apiVersion: v1
+// unreachableKubeconfig points at an API server that never answers: braid-ipam serves with it only from the
+// daemon's answers.
+func unreachableKubeconfig(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "unreachable.kubeconfig")
+	must(t, os.WriteFile(path, []byte(`apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://192.0.2.1:9", insecure-skip-tls-verify: true}}]
 users: [{name: u, user: {token: t}}]
 contexts: [{name: x, context: {cluster: c, user: u}}]
 current-context: x
 `), 0o600))
+	return path
+}
+
+// On a node that runs braid's daemon, braid-ipam takes the assignment from the daemon's watch cache: it
+// serves with a kubeconfig whose API server cannot be reached. A pod the daemon does not have (another node's
+// here) is read from the API server instead.
+func TestAddAsksTheNodeDaemon(t *testing.T) {
+	socket := startDaemon(t, "node-1")
+	unreachable := unreachableKubeconfig(t)
 	pool := mkPool(t, braidv1.IPPoolSpec{CIDR: "198.51.100.0/24"})
 	ns := env.Namespace(t)
 

@@ -56,7 +56,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 }
 
 // Add returns the addresses braid-ipam-server assigned to (pod, interface), waiting for them a bounded time:
-// from braid's node daemon when it runs (its watch cache has the pod), else from the API server.
+// from braid's node daemon when it runs (its watch cache has the pod), else from the API server. A pod being
+// deleted without them fails at once: the server never serves it.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	conf, pod, err := parse(args)
 	if err != nil {
@@ -200,7 +201,8 @@ var errNotYet = errors.New("braid-ipam-server has not assigned an address yet (i
 
 // waitAssigned reads the pod and, until its annotation assigns the interface addresses, watches it from
 // that version on; when the context ends it fails with code 11 (try again later) and the reason the server
-// recorded. One GET answers when the server was first; a closed watch resumes from a fresh GET.
+// recorded, and at once when the pod is being deleted. One GET answers when the server was first; a closed
+// watch resumes from a fresh GET.
 func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName string) (assignment.Interface, error) {
 	reason := errNotYet.Error()
 	for {
@@ -215,6 +217,9 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 		case err == nil:
 			if iface, done := assigned(p, pod.UID, ifName, &reason); done {
 				return iface, nil
+			}
+			if beingDeleted(p, pod.UID) {
+				return assignment.Interface{}, podBeingDeleted(pod)
 			}
 			iface, done, err := watchAssigned(ctx, c, p.ResourceVersion, pod, ifName, &reason)
 			if done || err != nil {
@@ -245,16 +250,17 @@ func noAddress(pod podArgs, ifName, reason string) error {
 }
 
 // waitViaDaemon asks braid's node daemon, when it listens on socket, for the pod's assignment, until the
-// interface is assigned or ctx ends. answered is false when the daemon cannot answer (not running, an older
-// daemon, or the pod not in its cache; a missing socket fails the dial at once): the caller then reads the
-// API server.
+// interface is assigned, the pod is being deleted, or ctx ends. answered is false when the daemon cannot
+// answer (not running, an older daemon, or the pod not in its cache; a missing socket fails the dial at once):
+// the caller then reads the API server. A daemon older than AnnotationAnswer.Deleting leaves a pod being
+// deleted to the deadline, as before.
 func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName string) (iface assignment.Interface, answered bool, err error) {
 	reason := errNotYet.Error()
 	after := ""
 	for {
 		deadline, _ := ctx.Deadline()
 		ans, err := shim.AskPodAnnotation(ctx, socket, shim.AnnotationQuery{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
-			Key: assignment.Annotation, After: after, Wait: time.Until(deadline)})
+			Key: assignment.Annotation, After: after, Wait: time.Until(deadline), EndOnDeletion: true})
 		switch {
 		case ctx.Err() != nil:
 			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
@@ -268,6 +274,9 @@ func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName strin
 		if iface, done := assigned(meta, pod.UID, ifName, &reason); done {
 			return iface, true, nil
 		}
+		if ans.Deleting { // the daemon answers only for the pod of pod.UID, when it is known
+			return assignment.Interface{}, true, podBeingDeleted(pod)
+		}
 		if time.Until(deadline) <= 0 {
 			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
 		}
@@ -275,7 +284,8 @@ func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName strin
 	}
 }
 
-// watchAssigned follows the pod from resourceVersion until it is assigned, deleted, or the watch ends.
+// watchAssigned follows the pod from resourceVersion until it is assigned, being deleted or deleted, or the
+// watch ends.
 func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion string, pod podArgs, ifName string,
 	reason *string) (assignment.Interface, bool, error) {
 	w, err := c.Watch(ctx, podsPath(pod.Namespace), "metadata.name="+pod.Name, resourceVersion)
@@ -302,7 +312,24 @@ func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion strin
 		if iface, done := assigned(p, pod.UID, ifName, reason); done {
 			return iface, true, nil
 		}
+		if beingDeleted(p, pod.UID) {
+			return assignment.Interface{}, false, podBeingDeleted(pod)
+		}
 	}
+}
+
+// beingDeleted reports whether p, the pod of CNI_ARGS' UID when it has one, is being deleted: braid-ipam-server
+// never serves such a pod, so waiting for its addresses would only hold its termination for ipam.timeout. A
+// pod that has its addresses keeps them until it is gone, so callers ask this only after assigned.
+func beingDeleted(p *apiread.Meta, uid string) bool {
+	return p.Deleting() && (uid == "" || p.UID == uid)
+}
+
+// podBeingDeleted is ADD's answer for a pod being deleted before it had an address: code 11, as for a pod
+// already gone, since the runtime gives up the sandbox of a terminating pod anyway.
+func podBeingDeleted(pod podArgs) error {
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("braid-ipam: pod %s/%s is being deleted; braid-ipam-server assigns no address to it", pod.Namespace, pod.Name), "")
 }
 
 // assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it

@@ -132,12 +132,17 @@ func netConf(cniVersion, name, parent string, pools ...string) string {
 		cniVersion, name, parent, strings.Join(pools, `","`), kubeconfig)
 }
 
-func mkPodWithNAD(t *testing.T, ns, nadName, config string) *corev1.Pod {
+func mkNAD(t *testing.T, ns, name, config string) {
 	t.Helper()
-	nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: nadName}, Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: config}}
+	nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: config}}
 	if err := k8s.Create(context.Background(), nad); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mkPodWithNAD(t *testing.T, ns, nadName, config string) *corev1.Pod {
+	t.Helper()
+	mkNAD(t, ns, nadName, config)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-" + nadName, Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": nadName}},
 		Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "pause"}}},
