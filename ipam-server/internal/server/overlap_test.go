@@ -65,3 +65,42 @@ func TestOverlappingPoolsDoNotBothServe(t *testing.T) {
 		t.Fatal("on-new not served")
 	}
 }
+
+// creationTimestamp has whole seconds, and `kubectl apply -f pools.yaml` creates two pools within one: the pool
+// that serves first keeps serving, also when the other's name sorts first. Before, the tie went by name: the
+// pool serving already was refused after the fact, while its holders kept addresses the other could then hand
+// out again.
+func TestOverlappingPoolsOfOneSecondKeepTheOneServing(t *testing.T) {
+	startServer(t, "")
+	for attempt := 0; ; attempt++ {
+		first, second := fmt.Sprintf("tie-z-first-%d", attempt), fmt.Sprintf("tie-a-second-%d", attempt)
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
+		mkPool(t, first, "203.0.113.0/24")
+		eventually(t, 10*time.Second, first+" ready", func() (bool, string) {
+			c := meta.FindStatusCondition(poolStatus(t, first).Conditions, server.ConditionReady)
+			return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+		})
+		mkPool(t, second, "203.0.113.0/25")
+		a, b := getPool(t, first), getPool(t, second)
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			if attempt == 4 {
+				t.Skip("could not create two pools within one second")
+			}
+			for _, p := range []*braidv1.IPPool{a, b} {
+				if err := k8s.Delete(context.Background(), p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			continue
+		}
+		eventually(t, 10*time.Second, second+" refused, naming "+first, func() (bool, string) {
+			c := meta.FindStatusCondition(poolStatus(t, second).Conditions, server.ConditionReady)
+			return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "IPPool "+first), fmt.Sprintf("%+v", c)
+		})
+		time.Sleep(2 * time.Second) // both reconciled again
+		if c := meta.FindStatusCondition(poolStatus(t, first).Conditions, server.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			t.Fatalf("%s, serving first: %+v, want still ready", first, c)
+		}
+		return
+	}
+}

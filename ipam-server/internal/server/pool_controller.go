@@ -152,7 +152,7 @@ func loadAll(ctx context.Context, c client.Reader, s *state) error {
 			continue
 		}
 		s.alloc.SetPool(pools.Items[i].Name, m)
-		if _, _, found := overlap(&pools.Items[i], &m, pools.Items, s.parse); found {
+		if _, _, found := overlap(&pools.Items[i], &m, pools.Items, s.parse, readyTrue); found {
 			s.refused.Store(pools.Items[i].Name, true) // its FloatingIPs are counted; it hands out nothing
 		}
 	}
