@@ -244,8 +244,10 @@ func (a *Allocator) Allocate(name string, now time.Time) (netip.Addr, error) {
 		addr, ok = s.leastRecentlyReleased(now)
 	}
 	if !ok {
-		return netip.Addr{}, fmt.Errorf("pool %q (%s): %w: %d held, %d cooling down", name, s.model.Prefix,
-			ErrExhausted, s.busyCount(now), s.cooling(now))
+		// No live counts here: a pod waits with this reason, told once per distinct reason (the IPPool's
+		// status and metrics count).
+		return netip.Addr{}, fmt.Errorf("pool %q (%s): %w: every address is held or cooling down (see the IPPool's "+
+			"status; add addresses with spec.ranges, or free some)", name, s.model.Prefix, ErrExhausted)
 	}
 	s.claimed[addr] = now
 	return addr, nil
@@ -269,16 +271,6 @@ func (s *state) claimedAt(addr netip.Addr, now time.Time) bool {
 // busy: a FloatingIP of the address exists, in any phase, or it was just picked.
 func (s *state) busy(addr netip.Addr, now time.Time) bool {
 	return len(s.objects[addr]) > 0 || s.claimedAt(addr, now)
-}
-
-func (s *state) busyCount(now time.Time) int {
-	n := len(s.objects)
-	for addr := range s.claimed {
-		if len(s.objects[addr]) == 0 && s.claimedAt(addr, now) {
-			n++
-		}
-	}
-	return n
 }
 
 // neverUsed is the lowest usable address that is neither busy nor ever released.
@@ -316,17 +308,6 @@ func (s *state) leastRecentlyReleased(now time.Time) (netip.Addr, bool) {
 		}
 	}
 	return best, best.IsValid()
-}
-
-// cooling counts the addresses released less than the cool-down ago and not busy otherwise.
-func (s *state) cooling(now time.Time) int {
-	n := 0
-	for addr, at := range s.released {
-		if now.Sub(at) < s.model.Cooldown && !s.holds(addr) && !s.claimedAt(addr, now) {
-			n++
-		}
-	}
-	return n
 }
 
 func (s *state) excludeOf(addr netip.Addr) (netip.Prefix, bool) {

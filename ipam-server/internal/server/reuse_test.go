@@ -289,3 +289,32 @@ func TestReleaseWhileThePoolHasNoModelKeepsTheCooldown(t *testing.T) {
 		t.Fatalf("next pod got %s, released a moment ago with a cool-down of an hour", got)
 	}
 }
+
+// A pod waiting on an exhausted pool is told once: the reason does not change while the pool's counts do
+// (another pod's address going into its cool-down). Before, the message carried the live counts, so each
+// change gave the waiting pod another Event and counted another failure.
+func TestExhaustedPoolIsReportedOncePerWaitingPod(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "full-v4", "203.0.113.0/30", cooldown(time.Hour)) // 2 usable addresses
+	mkNAD(t, ns, "f", "full-v4")
+	startServer(t, "")
+	first := mkPod(t, ns, "first", "node-1", "f")
+	mkPod(t, ns, "second", "node-1", "f")
+	assignments(t, ns, "first", "net1")
+	assignments(t, ns, "second", "net1")
+	mkPod(t, ns, "waiting", "node-1", "f")
+	awaitEvent(t, ns, "waiting", server.ReasonPoolExhausted, "full-v4")
+	deletePod(t, first)
+	eventually(t, 10*time.Second, "first's address cooling down", func() (bool, string) {
+		for _, f := range fips(t, "full-v4") {
+			if f.Spec.Pod == ns+"/first" {
+				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
+			}
+		}
+		return false, "gone"
+	})
+	time.Sleep(3 * time.Second) // retries of the waiting pod
+	if n := timesReported(t, ns, "waiting", server.ReasonPoolExhausted); n != 1 {
+		t.Errorf("%s reported %d times to the waiting pod, want once: %v", server.ReasonPoolExhausted, n, podEvents(t, ns, "waiting"))
+	}
+}
