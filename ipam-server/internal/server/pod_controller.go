@@ -122,8 +122,11 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	}
 	sels, err := podnet.ParseSelections(pod.Annotations[podnet.NetworksAnnotation], pod.Namespace, r.defaults.For(pod.Namespace))
 	if err != nil {
-		// The pod's own input is wrong: say so on the pod; retrying cannot help until it changes.
-		r.fail(pod, &failure{ReasonInvalidNetworks, err.Error()}, "")
+		// The pod's own input is wrong: say so on the pod, once (nothing is written to its annotation to
+		// remember it by); retrying cannot help until it changes.
+		if r.warnOnce(pod, "networks", ReasonInvalidNetworks, err.Error()) {
+			r.metrics.Failures.WithLabelValues(ReasonInvalidNetworks).Inc()
+		}
 		return ctrl.Result{}, nil //nolint:nilerr // reported as an Event, not retried
 	}
 
@@ -471,16 +474,17 @@ func (r *podReconciler) warnMissing(pod *corev1.Pod, sel podnet.Selection, missi
 	r.warnOnce(pod, "missing", ReasonPoolNotFound, msg)
 }
 
-// warnOnce gives the pod a warning Event, unless the last warning of that kind given to this pod said the same.
-// Reconciles of one pod do not run at once, so the copy-on-write of its warnings needs no lock.
-func (r *podReconciler) warnOnce(pod *corev1.Pod, kind, reason, msg string) {
+// warnOnce gives the pod a warning Event, unless the last warning of that kind given to this pod said the same;
+// it reports whether it did. Reconciles of one pod do not run at once, so the copy-on-write of its warnings
+// needs no lock.
+func (r *podReconciler) warnOnce(pod *corev1.Pod, kind, reason, msg string) bool {
 	key := pod.Namespace + "/" + pod.Name
 	var warnings map[string]written
 	if v, ok := r.warned.Load(key); ok {
 		warnings = v.(map[string]written)
 	}
 	if warnings[kind] == (written{pod.UID, msg}) {
-		return
+		return false
 	}
 	next := maps.Clone(warnings)
 	if next == nil {
@@ -489,4 +493,5 @@ func (r *podReconciler) warnOnce(pod *corev1.Pod, kind, reason, msg string) {
 	next[kind] = written{pod.UID, msg}
 	r.warned.Store(key, next)
 	r.events.Eventf(pod, nil, corev1.EventTypeWarning, reason, "AllocateAddress", "%s", msg)
+	return true
 }

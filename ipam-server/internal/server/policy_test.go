@@ -16,6 +16,7 @@ import (
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
+	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
 
 // mkStatefulSet creates a StatefulSet of the given replicas whose pods the test makes itself (statefulSetPod).
@@ -248,13 +249,21 @@ func TestBadInputGetsEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	mkNAD(t, ns, "ghost", "no-such-pool")
-	startServer(t, "")
-	for _, tc := range []struct{ pod, networks, reason, message string }{
+	startServer(t, "", func(o *server.Options) { o.Resync = time.Second })
+	cases := []struct{ pod, networks, reason, message string }{
 		{"bad-nad", "nopools", "InvalidNetworkConfig", "NetworkAttachmentDefinition " + ns + "/nopools: spec.config: ipam.pools"},
 		{"bad-annotation", `[{"name":"nopools","ips":["not-an-ip"]}]`, "InvalidNetworks", `k8s.v1.cni.cncf.io/networks: networks[0].ips[0]`},
 		{"missing-pool", "ghost", "NoEligiblePool", "no eligible pool: IPPool no-such-pool not found"},
-	} {
+	}
+	for _, tc := range cases {
 		mkPod(t, ns, tc.pod, "node-1", tc.networks)
 		awaitEvent(t, ns, tc.pod, tc.reason, tc.message)
+	}
+	// Once per pod: resyncs and retries do not repeat a reason that has not changed.
+	time.Sleep(3 * time.Second)
+	for _, tc := range cases {
+		if n := timesReported(t, ns, tc.pod, tc.reason); n != 1 {
+			t.Errorf("%s: %s reported %d times, want once", tc.pod, tc.reason, n)
+		}
 	}
 }
