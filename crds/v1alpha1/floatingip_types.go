@@ -4,18 +4,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// FloatingIPPhase says what a FloatingIP is doing with its address.
-// +kubebuilder:validation:Enum=Bound;Reserved;Released
+// FloatingIPPhase says what a FloatingIP is doing with its address. It is empty while the address is held: by
+// the pod of spec.podUID, or, with no podUID, reserved for the pod named by spec.pod (a StatefulSet ordinal, an
+// admin's reservation). Writing a phase at every allocation would double its API writes.
+// +kubebuilder:validation:Enum=Released
 type FloatingIPPhase string
 
-const (
-	// FloatingIPBound means a pod holds the address.
-	FloatingIPBound FloatingIPPhase = "Bound"
-	// FloatingIPReserved means the address is kept (by an admin, or for a StatefulSet ordinal) with no live pod.
-	FloatingIPReserved FloatingIPPhase = "Reserved"
-	// FloatingIPReleased means the address is cooling down before the pool may hand it out again.
-	FloatingIPReleased FloatingIPPhase = "Released"
-)
+// FloatingIPReleased means the address is cooling down before the pool may hand it out again.
+const FloatingIPReleased FloatingIPPhase = "Released"
 
 // FloatingIPSpec records who holds one address of an IPPool. The object's name is derived from the pool and
 // the address, so the API server itself refuses a second holder of the same address.
@@ -66,7 +62,7 @@ type FloatingIPSpec struct {
 
 // FloatingIPStatus is written by braid-ipam-server.
 type FloatingIPStatus struct {
-	// Phase is Bound, Reserved or Released.
+	// Phase is Released while the address cools down; empty while it is held.
 	// +optional
 	Phase FloatingIPPhase `json:"phase,omitempty"`
 	// ReleasedAt is when the address was released; it is reusable once the pool's cool-down has passed.
@@ -83,6 +79,7 @@ type FloatingIPStatus struct {
 // +kubebuilder:printcolumn:name="POD",type=string,JSONPath=".spec.pod"
 // +kubebuilder:printcolumn:name="INTERFACE",type=string,JSONPath=".spec.interface"
 // +kubebuilder:printcolumn:name="NODE",type=string,JSONPath=".spec.node"
+// +kubebuilder:printcolumn:name="PHASE",type=string,JSONPath=".status.phase"
 // +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=".metadata.creationTimestamp"
 type FloatingIP struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -213,6 +213,10 @@ func TestPrinterColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), f) })
+	f.Status.Phase = braidv1.FloatingIPReleased // a released address shows, cooling down, with its last pod
+	if err := env.Client.Status().Update(t.Context(), f); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		resource string
@@ -220,8 +224,8 @@ func TestPrinterColumns(t *testing.T) {
 		row      []any
 	}{
 		{"ippools/columns", []string{"Name", "CIDR", "USED", "FREE", "AGE"}, []any{"columns", "192.0.2.0/24", float64(3), "251"}},
-		{"floatingips/columns-192-0-2-10", []string{"Name", "IP", "POOL", "POD", "INTERFACE", "NODE", "AGE"},
-			[]any{"columns-192-0-2-10", "192.0.2.10", "columns", "default/web-0", "net1", "n1"}},
+		{"floatingips/columns-192-0-2-10", []string{"Name", "IP", "POOL", "POD", "INTERFACE", "NODE", "PHASE", "AGE"},
+			[]any{"columns-192-0-2-10", "192.0.2.10", "columns", "default/web-0", "net1", "n1", "Released"}},
 	} {
 		table := serverTable(t, tc.resource)
 		var names []string

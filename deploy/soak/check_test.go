@@ -40,14 +40,14 @@ func attach(ifname, network string, addrs ...string) demo.Attachment {
 // consistent is a settled node: StatefulSet pod db-0 (mgmt and a VF), Deployment pod web-a (mgmt), an admin
 // reservation, pool status that counts them, the two pods' sandboxes with their cache files and veths.
 func consistent() Snapshot {
-	db := fip("192.0.2.10", "braid-demo/db-0", "u0", braidv1.ReleaseKeepForStatefulSet, braidv1.FloatingIPBound)
+	db := fip("192.0.2.10", "braid-demo/db-0", "u0", braidv1.ReleaseKeepForStatefulSet, "")
 	db.Annotations = map[string]string{statefulSetAnnotation: "db"}
 	return Snapshot{
 		Now:          now,
 		Pods:         []Pod{{"braid-demo", "db-0", "u0"}, {"braid-demo", "web-a", "u1"}, {"braid-system", "braid-x", "u2"}},
 		StatefulSets: map[string][2]int{"braid-demo/db": {0, 2}},
 		FloatingIPs: []braidv1.FloatingIP{db,
-			fip("192.0.2.11", "braid-demo/web-a", "u1", braidv1.ReleaseKeepForStatefulSet, braidv1.FloatingIPBound),
+			fip("192.0.2.11", "braid-demo/web-a", "u1", braidv1.ReleaseKeepForStatefulSet, ""),
 			fip("192.0.2.150", "", "", "", "")},
 		Pools: []braidv1.IPPool{{
 			ObjectMeta: metav1.ObjectMeta{Name: "mgmt"},
@@ -108,7 +108,7 @@ func TestCheckFinds(t *testing.T) {
 		}, []string{"uses 192.0.2.11, but FloatingIP mgmt-192-0-2-11 holds it for pod \"braid-demo/web-a\" uid \"u1\" (phase \"Released\")"},
 			[]string{"released 0s ago, still cooling down (10s)"}},
 		{"a FloatingIP of a deleted pod", func(s *Snapshot) {
-			s.FloatingIPs = append(s.FloatingIPs, fip("192.0.2.12", "braid-demo/web-gone", "u9", braidv1.ReleaseOnPodDeletion, braidv1.FloatingIPBound))
+			s.FloatingIPs = append(s.FloatingIPs, fip("192.0.2.12", "braid-demo/web-gone", "u9", braidv1.ReleaseOnPodDeletion, ""))
 			s.Pools[0].Status.Used, s.Pools[0].Status.Free = 4, "186"
 		}, nil, []string{"FloatingIP mgmt-192-0-2-12 (192.0.2.12): names pod \"braid-demo/web-gone\" uid \"u9\", which is gone"}},
 		{"a FloatingIP of an earlier pod of the same name", func(s *Snapshot) {
@@ -116,7 +116,7 @@ func TestCheckFinds(t *testing.T) {
 		}, []string{"uses 192.0.2.11, but FloatingIP mgmt-192-0-2-11 holds it for pod \"braid-demo/web-a\" uid \"u-old\""},
 			[]string{"names pod \"braid-demo/web-a\" uid \"u-old\", which is gone"}},
 		{"an ordinal the StatefulSet no longer wants", func(s *Snapshot) {
-			f := fip("192.0.2.12", "braid-demo/db-1", "", braidv1.ReleaseKeepForStatefulSet, braidv1.FloatingIPReserved)
+			f := fip("192.0.2.12", "braid-demo/db-1", "", braidv1.ReleaseKeepForStatefulSet, "")
 			f.Annotations = map[string]string{statefulSetAnnotation: "db"}
 			s.FloatingIPs = append(s.FloatingIPs, f)
 			s.Pools[0].Status.Used, s.Pools[0].Status.Free = 4, "186"
@@ -178,11 +178,11 @@ func TestCheckFinds(t *testing.T) {
 func TestCheckKeeps(t *testing.T) {
 	cases := map[string]braidv1.FloatingIP{
 		"an ordinal the StatefulSet still wants": func() braidv1.FloatingIP {
-			f := fip("192.0.2.12", "braid-demo/db-1", "", braidv1.ReleaseKeepForStatefulSet, braidv1.FloatingIPReserved)
+			f := fip("192.0.2.12", "braid-demo/db-1", "", braidv1.ReleaseKeepForStatefulSet, "")
 			f.Annotations = map[string]string{statefulSetAnnotation: "db"}
 			return f
 		}(),
-		"policy Never":          fip("192.0.2.12", "braid-demo/web-gone", "u9", braidv1.ReleaseNever, braidv1.FloatingIPReserved),
+		"policy Never":          fip("192.0.2.12", "braid-demo/web-gone", "u9", braidv1.ReleaseNever, ""),
 		"a reservation by name": fip("192.0.2.12", "braid-demo/later", "", "", ""),
 	}
 	for name, f := range cases {
