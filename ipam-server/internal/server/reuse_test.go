@@ -153,14 +153,7 @@ func TestPoolTurnedInvalidKeepsCooldownsAndHolders(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprintf("%+v", c)
 	})
 	deletePod(t, leaving)
-	eventually(t, 10*time.Second, "the leaving pod's address released, cooling down", func() (bool, string) {
-		for _, f := range fips(t, "flaky-v4") {
-			if f.Spec.Pod == ns+"/leaving" {
-				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
-			}
-		}
-		return false, "its FloatingIP is gone: the cool-down was skipped"
-	})
+	awaitReleased(t, "flaky-v4", ns+"/leaving")
 	time.Sleep(5 * time.Second) // two resyncs of the staying pod
 	if got := addressesOf(assignments(t, ns, "staying", "net1"), "net1"); got != kept {
 		t.Fatalf("staying pod's assignment after resyncs: %q, want %q", got, kept)
@@ -275,14 +268,7 @@ func TestReleaseWhileThePoolHasNoModelKeepsTheCooldown(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == getPool(t, "nomodel-v4").Generation, fmt.Sprintf("%+v", c)
 	})
 	deletePod(t, leaving)
-	eventually(t, 10*time.Second, "the leaving pod's FloatingIP released and kept", func() (bool, string) {
-		for _, f := range fips(t, "nomodel-v4") {
-			if f.Spec.Pod == ns+"/leaving" {
-				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
-			}
-		}
-		return false, "its FloatingIP is gone: the cool-down was skipped"
-	})
+	awaitReleased(t, "nomodel-v4", ns+"/leaving")
 	setRanges(valid...)
 	mkPod(t, ns, "next", "node-1", "n")
 	if got := addressesOf(assignments(t, ns, "next", "net1"), "net1"); got == held {
@@ -305,16 +291,23 @@ func TestExhaustedPoolIsReportedOncePerWaitingPod(t *testing.T) {
 	mkPod(t, ns, "waiting", "node-1", "f")
 	awaitEvent(t, ns, "waiting", server.ReasonPoolExhausted, "full-v4")
 	deletePod(t, first)
-	eventually(t, 10*time.Second, "first's address cooling down", func() (bool, string) {
-		for _, f := range fips(t, "full-v4") {
-			if f.Spec.Pod == ns+"/first" {
-				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
-			}
-		}
-		return false, "gone"
-	})
+	awaitReleased(t, "full-v4", ns+"/first")
 	time.Sleep(3 * time.Second) // retries of the waiting pod
 	if n := timesReported(t, ns, "waiting", server.ReasonPoolExhausted); n != 1 {
 		t.Errorf("%s reported %d times to the waiting pod, want once: %v", server.ReasonPoolExhausted, n, podEvents(t, ns, "waiting"))
 	}
+}
+
+// awaitReleased waits until the pod's FloatingIP in the pool is released and kept, cooling down (not deleted:
+// that would skip the cool-down).
+func awaitReleased(t *testing.T, pool, podKey string) {
+	t.Helper()
+	eventually(t, 10*time.Second, podKey+"'s FloatingIP in "+pool+" released, cooling down", func() (bool, string) {
+		for _, f := range fips(t, pool) {
+			if f.Spec.Pod == podKey {
+				return f.Status.Phase == braidv1.FloatingIPReleased, string(f.Status.Phase)
+			}
+		}
+		return false, "its FloatingIP is gone: the cool-down was skipped"
+	})
 }

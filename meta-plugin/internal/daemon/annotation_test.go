@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/crds/shim"
+	"github.com/braid-cni/braid/meta-plugin/internal/kube"
 )
 
 const testKey = "braid.dev/ip-assignments"
@@ -24,14 +25,7 @@ func TestPodAnnotationFromTheCache(t *testing.T) {
 	mine := createPod(t, ns, "mine", "node-q")
 	createPod(t, ns, "theirs", "node-other")
 	api, calls := api(t)
-	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: "node-q", StateDir: t.TempDir(), Log: testLog(t)}, api)
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
-	}()
-	t.Cleanup(func() { cancel(); must(t, <-done) })
+	d, ctx, cancel := runDaemon(t, api, "node-q")
 	eventually(t, "socket up and pod cached", func() bool {
 		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/mine")
 		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "mine", Key: testKey})
@@ -121,14 +115,7 @@ func TestPodAnnotationAnswersAPodBeingDeleted(t *testing.T) {
 	pod := createPod(t, ns, "leaving", "node-d")
 	holdOnDeletion(t, pod)
 	api, _ := api(t)
-	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: "node-d", StateDir: t.TempDir(), Log: testLog(t)}, api)
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
-	}()
-	t.Cleanup(func() { cancel(); must(t, <-done) })
+	d, ctx, _ := runDaemon(t, api, "node-d")
 	q := shim.AnnotationQuery{Namespace: ns, Name: "leaving", UID: string(pod.UID), Key: testKey, EndOnDeletion: true, Wait: time.Minute}
 	eventually(t, "socket up and pod cached", func() bool {
 		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/leaving")
@@ -180,4 +167,18 @@ func holdOnDeletion(t *testing.T, pod *corev1.Pod) {
 		p.Finalizers = nil
 		_ = suiteEnv.Client.Patch(context.Background(), &p, patch)
 	})
+}
+
+// runDaemon runs the node's daemon (answering no CNI call) until stop or the test's end; ctx ends with it.
+func runDaemon(t *testing.T, api *kube.Client, node string) (d *Daemon, ctx context.Context, stop context.CancelFunc) {
+	t.Helper()
+	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: node, StateDir: t.TempDir(), Log: testLog(t)}, api)
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
+	}()
+	t.Cleanup(func() { cancel(); must(t, <-done) })
+	return d, ctx, cancel
 }
