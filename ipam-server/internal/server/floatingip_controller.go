@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -125,13 +124,7 @@ func withdraw(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 	if !changed {
 		return nil
 	}
-	// The patch names the pod's UID, as the pod controller's does: a pod recreated under the name keeps its own.
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"uid": pod.UID, "annotations": map[string]string{assignment.Annotation: a.Encode()}}})
-	if err != nil {
-		return fmt.Errorf("withdraw addresses of finished pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	if err := c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+	if err := patchAssignment(ctx, c, pod, a.Encode()); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("withdraw addresses of finished pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	return nil

@@ -417,6 +417,18 @@ func selects(field string, sel *metav1.LabelSelector, set map[string]string) str
 	return ""
 }
 
+// patchAssignment writes the pod's assignment annotation. The patch names the one annotation (no diff of the
+// whole pod: client.MergeFrom encodes it twice), and the pod's UID, which the API server refuses to change: a
+// pod recreated under the same name meanwhile is not given this one's addresses.
+func patchAssignment(ctx context.Context, c client.Client, pod *corev1.Pod, value string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid": pod.UID, "annotations": map[string]string{assignment.Annotation: value}}})
+	if err != nil {
+		return err
+	}
+	return c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch))
+}
+
 // publish writes the assignment annotation on the pod when it changed.
 func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignment.Assignments) error {
 	value := a.Encode()
@@ -427,16 +439,8 @@ func (r *podReconciler) publish(ctx context.Context, pod *corev1.Pod, a assignme
 		r.seen.Delete(key) // recorded already (by another process before this one, or by this one: no echo yet)
 		return nil
 	}
-	// The patch names the one annotation (no diff of the whole pod: client.MergeFrom encodes it twice), and the
-	// pod's UID, which the API server refuses to change: a pod recreated under the same name meanwhile is not
-	// given this one's addresses.
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"uid": pod.UID, "annotations": map[string]string{assignment.Annotation: value}}})
-	if err != nil {
-		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
 	r.assigned.Store(key, mine) // before the patch: its echo can reach the cache before its answer reaches us
-	if err := r.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	if err := patchAssignment(ctx, r.Client, pod, value); err != nil {
 		r.assigned.CompareAndDelete(key, mine)
 		return fmt.Errorf("record addresses on pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
