@@ -15,8 +15,9 @@ import (
 // then by address: the order the interface got them in (a pool loaded later, a retry) does not show.
 // An address whose pool this process has no model of (the pool was invalid when the server started, after a
 // replica that knew it valid) keeps the description prev, the interface's assignment as it stands, gave it,
-// with prev's routes and DNS: the pod holds it, and its next sandbox must get it as before.
-func describe(fips []braidv1.FloatingIP, pools []candidate, prev assignment.Interface) assignment.Interface {
+// with prev's routes and DNS: the pod holds it, and its next sandbox must get it as before. prev is read only
+// then (it parses the pod's annotation).
+func describe(fips []braidv1.FloatingIP, pools []candidate, prev func() assignment.Interface) assignment.Interface {
 	var out assignment.Interface
 	models := map[string]pool.Model{}
 	for _, c := range pools {
@@ -28,6 +29,7 @@ func describe(fips []braidv1.FloatingIP, pools []candidate, prev assignment.Inte
 		y, _ := netip.ParseAddr(b.Spec.IP)
 		return x.Compare(y) // shorter addresses first: IPv4 before IPv6
 	})
+	var before *assignment.Interface // prev(), once needed
 	kept := false
 	for _, f := range fips {
 		addr, err := netip.ParseAddr(f.Spec.IP)
@@ -36,7 +38,11 @@ func describe(fips []braidv1.FloatingIP, pools []candidate, prev assignment.Inte
 		}
 		m, ok := models[f.Spec.Pool]
 		if !ok {
-			if a, found := describedBefore(prev, f, addr); found {
+			if before == nil {
+				p := prev()
+				before = &p
+			}
+			if a, found := describedBefore(*before, f, addr); found {
 				out.Addresses, kept = append(out.Addresses, a), true
 			}
 			continue
@@ -61,13 +67,13 @@ func describe(fips []braidv1.FloatingIP, pools []candidate, prev assignment.Inte
 		}
 	}
 	if kept {
-		for _, rt := range prev.Routes {
+		for _, rt := range before.Routes {
 			if !slices.Contains(out.Routes, rt) {
 				out.Routes = append(out.Routes, rt)
 			}
 		}
 		if out.DNS == nil {
-			out.DNS = prev.DNS
+			out.DNS = before.DNS
 		}
 	}
 	return out

@@ -28,7 +28,7 @@ func Describe(fips []braidv1.FloatingIP, pools map[string]pool.Model, prev assig
 	for name, m := range pools {
 		cs = append(cs, candidate{name: name, model: m})
 	}
-	return describe(fips, cs, prev)
+	return describe(fips, cs, func() assignment.Interface { return prev })
 }
 
 // PoolsFor sorts the pools a network names for a pod as the pod controller does, reading them through c, with

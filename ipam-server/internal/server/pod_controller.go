@@ -266,6 +266,7 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		return assignment.Interface{}, err
 	}
 	eligible := choice.eligible
+	prev := func() assignment.Interface { return previous(pod, sel.Interface) }
 	if len(choice.missing) > 0 {
 		r.warnMissing(pod, sel, choice.missing)
 	}
@@ -282,9 +283,9 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 	shown := r.withPoolsOf(got, eligible) // eligible pools, and the pools of kept addresses, to describe them
 	if noPool != nil {
 		if len(got) == 0 || !holdsAll(got, sel.IPs) {
-			return describe(got, shown, previous(pod, sel.Interface)), noPool
+			return describe(got, shown, prev), noPool
 		}
-		return describe(got, shown, previous(pod, sel.Interface)), nil
+		return describe(got, shown, prev), nil
 	}
 
 	if len(sel.IPs) > 0 {
@@ -294,11 +295,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 			}
 			f, err := r.claim(ctx, pod, sel, eligible, addr)
 			if err != nil {
-				return describe(got, shown, previous(pod, sel.Interface)), err
+				return describe(got, shown, prev), err
 			}
 			got = append(got, *f)
 		}
-		return describe(got, shown, previous(pod, sel.Interface)), nil
+		return describe(got, shown, prev), nil
 	}
 
 	for _, is4 := range choice.families {
@@ -307,11 +308,11 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		}
 		f, err := r.allocate(ctx, pod, sel, eligible, is4, choice.why)
 		if err != nil {
-			return describe(got, shown, previous(pod, sel.Interface)), err
+			return describe(got, shown, prev), err
 		}
 		got = append(got, *f)
 	}
-	return describe(got, shown, previous(pod, sel.Interface)), nil
+	return describe(got, shown, prev), nil
 }
 
 // poolChoice is what the pools a network names offer a pod.
