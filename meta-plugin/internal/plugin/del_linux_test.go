@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/braid-cni/braid/crds/selection"
@@ -77,10 +75,8 @@ func TestGCRemovesACorruptRecord(t *testing.T) {
 	}
 	record := filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")
 	r.writeFile(record, "{garbage")
-	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{}})
-	gc := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
 	for i := range 2 {
-		if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(gc) }); err != nil {
+		if err := r.gc(); err != nil {
 			t.Fatalf("GC %d: %v", i+1, err)
 		}
 	}

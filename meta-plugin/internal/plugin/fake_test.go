@@ -232,10 +232,7 @@ func TestGCNeedsTheValidList(t *testing.T) {
 	if err := json.Unmarshal(args.StdinData, &c); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-gcGrace - time.Minute)
-	if err := os.Chtimes(filepath.Join(c.CNIDir, "attachments", args.ContainerID+".json"), old, old); err != nil {
-		t.Fatal(err)
-	}
+	ageFiles(t, filepath.Join(c.CNIDir, "attachments", args.ContainerID+".json"))
 	gc.StdinData = []byte(strings.Replace(string(gc.StdinData), `"type":"braid",`, `"type":"braid","cni.dev/valid-attachments":[],`, 1))
 	if err := p.CmdGC(gc); err != nil {
 		t.Fatalf("GC with an empty list: %v", err)
@@ -286,5 +283,16 @@ func TestDelAfterAnIncompleteRollback(t *testing.T) {
 	want := []string{"DEL plugin-b net2", "DEL plugin-a net1", "DEL plugin-m eth0"}
 	if diff := cmp.Diff(want, x.calls()[:3]); diff != "" {
 		t.Fatalf("first DEL's calls (-want +got):\n%s", diff)
+	}
+}
+
+// ageFiles makes the files older than gcGrace: records GC may remove (not an ADD that may still run).
+func ageFiles(t *testing.T, paths ...string) {
+	t.Helper()
+	old := time.Now().Add(-gcGrace - time.Minute)
+	for _, f := range paths {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -39,11 +38,8 @@ func TestGCSparesContainersAttachedBeforeBraid(t *testing.T) {
 		t.Fatalf("%d addresses reserved before GC, want 6 (eth0 v4+v6 and net1 of each pod)", len(before))
 	}
 
-	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{
-		{"containerID": own.containerID, "ifname": "eth0"}, {"containerID": foreign.containerID, "ifname": "eth0"}}})
-	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
 	r.exec.reset()
-	if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+	if err := r.gc(own.containerID, foreign.containerID); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	calls, _ := r.exec.reset()
@@ -113,9 +109,7 @@ func TestGCLeavesAContainerAddedMomentsAgo(t *testing.T) {
 	r.writeFile(leftover, `{"containerID":"c0ffee"`)
 	gc := func() {
 		t.Helper()
-		r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{}})
-		args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
-		if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+		if err := r.gc(); err != nil {
 			t.Fatalf("GC: %v", err)
 		}
 	}
@@ -130,12 +124,7 @@ func TestGCLeavesAContainerAddedMomentsAgo(t *testing.T) {
 		t.Errorf("a temporary record moments old: %v, want it left (its save may be running)", err)
 	}
 
-	old := time.Now().Add(-gcGrace - time.Minute)
-	for _, f := range []string{filepath.Join(r.dir, "cni", "attachments", p.containerID+".json"), leftover} {
-		if err := os.Chtimes(f, old, old); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", p.containerID+".json"), leftover)
 	gc()
 	r.assertGone(p)
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
@@ -163,10 +152,8 @@ func TestGCDeletesAStaleAttachmentWithItsOwnConf(t *testing.T) {
 	r.writeFile(filepath.Join(r.dir, "cni", "results", "shared-czz-net1"), `{"kind":"cniCacheV1","containerId":"czz","config":"`+
 		encodeB64(blue)+`","ifName":"net1","networkName":"shared","result":{"cniVersion":"1.1.0"}}`)
 
-	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": p.containerID, "ifname": "eth0"}}})
-	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
 	r.exec.reset()
-	if err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) }); err != nil {
+	if err := r.gc(p.containerID); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	calls, _ := r.exec.reset()
@@ -195,4 +182,16 @@ func TestGCDeletesAStaleAttachmentWithItsOwnConf(t *testing.T) {
 	if got := keys(links(t, p.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
 		t.Errorf("the valid pod has %v after GC, want eth0 net1", got)
 	}
+}
+
+// gc runs braid's GC from the host namespace, as the runtime does, with the containers' eth0 as the valid
+// attachments (none: nothing is valid any more). The list stays in braid's conf.
+func (r *rig) gc(valid ...string) error {
+	list := []map[string]string{}
+	for _, id := range valid {
+		list = append(list, map[string]string{"containerID": id, "ifname": "eth0"})
+	}
+	r.setConf(map[string]any{"cni.dev/valid-attachments": list})
+	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
+	return r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) })
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -363,14 +362,8 @@ func TestGCRemovesAttachmentsNotInTheValidList(t *testing.T) {
 		encodeB64(r.macvlanConf(r.hostLocal("198.51.100.0/24", "198.51.100.10", "198.51.100.99", "198.51.100.1"), ""))+
 		`","ifName":"net1","networkName":"net-a","result":{"cniVersion":"1.1.0"}}`)
 
-	aged := time.Now().Add(-gcGrace - time.Minute) // older than an ADD that may still run
-	if err := os.Chtimes(filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"), aged, aged); err != nil {
-		t.Fatal(err)
-	}
-	r.setConf(map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": keep.containerID, "ifname": "eth0"}}})
-	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
-	err := r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) })
-	if err != nil {
+	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	if err := r.gc(keep.containerID); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if got := keys(links(t, stale.netns)); len(got) != 0 {
