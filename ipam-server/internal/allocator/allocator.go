@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,11 +53,20 @@ type Allocator struct {
 	// reused, so an object of a forgotten UID can only be a stale copy.
 	gone      map[string]time.Time
 	goneSwept time.Time
+	// releaseMemory is how many releases past their cool-down each pool remembers (releaseMemory, but tests
+	// set fewer).
+	releaseMemory int
 }
 
 // goneTTL is how long a forgotten FloatingIP's UID is remembered: longer than any list is applied after it
 // was taken.
 const goneTTL = 10 * time.Minute
+
+// releaseMemory bounds the releases past their cool-down that a pool remembers. A big pool (an IPv6 /64) hands
+// out never-used addresses first, so with pods coming and going it would otherwise remember one for every pod
+// it ever served. The oldest are forgotten first: their addresses count as never used again, and, released
+// before any address still remembered, they are still the least recently used.
+const releaseMemory = 4096
 
 type state struct {
 	model pool.Model
@@ -65,13 +75,18 @@ type state struct {
 	objects map[netip.Addr]map[string]bool
 	claimed map[netip.Addr]time.Time // picked here (Allocate, Claim) at that time; its FloatingIP not seen yet
 	// released is when the address was last released; kept after its FloatingIP is gone, for the cool-down
-	// and the least-recently-used order.
+	// and the least-recently-used order, until forgetOldReleases forgets it.
 	released map[netip.Addr]time.Time
+	// scanFrom is, per range of the model, where neverUsed starts: every address of the range before it is
+	// held, remembered as released, or never usable. Only forgetting a release moves it back; a new model
+	// starts it afresh.
+	scanFrom []netip.Addr
 }
 
 // New returns an empty allocator.
 func New() *Allocator {
-	return &Allocator{pools: map[string]*state{}, unloaded: map[string]*state{}, gone: map[string]time.Time{}}
+	return &Allocator{pools: map[string]*state{}, unloaded: map[string]*state{}, gone: map[string]time.Time{},
+		releaseMemory: releaseMemory}
 }
 
 func newState(m pool.Model) *state {
@@ -85,7 +100,7 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.pools[name]; ok {
-		s.model = m
+		s.model, s.scanFrom = m, nil
 		return false
 	}
 	s, ok := a.unloaded[name]
@@ -93,7 +108,7 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 		s = newState(m)
 	}
 	delete(a.unloaded, name)
-	s.model = m
+	s.model, s.scanFrom = m, nil
 	a.pools[name] = s
 	return true
 }
@@ -239,6 +254,7 @@ func (a *Allocator) Allocate(name string, now time.Time) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
+	s.forgetOldReleases(now, a.releaseMemory)
 	addr, ok := s.neverUsed(now)
 	if !ok {
 		addr, ok = s.leastRecentlyReleased(now)
@@ -273,26 +289,68 @@ func (s *state) busy(addr netip.Addr, now time.Time) bool {
 	return len(s.objects[addr]) > 0 || s.claimedAt(addr, now)
 }
 
-// neverUsed is the lowest usable address that is neither busy nor ever released.
+// neverUsed is the lowest usable address that is neither busy nor ever released (as far as remembered).
+// Each range's scan starts at its scanFrom and moves that on past what is settled.
 func (s *state) neverUsed(now time.Time) (netip.Addr, bool) {
-	for _, r := range s.model.Ranges {
-		for addr := r.Start; addr.IsValid() && addr.Compare(r.End) <= 0; addr = addr.Next() {
+	if len(s.scanFrom) != len(s.model.Ranges) {
+		s.scanFrom = make([]netip.Addr, len(s.model.Ranges))
+		for i, r := range s.model.Ranges {
+			s.scanFrom[i] = r.Start
+		}
+	}
+	for i, r := range s.model.Ranges {
+		settled := true // every address of the range before addr is held, remembered as released, or never usable
+		for addr := s.scanFrom[i]; addr.IsValid() && addr.Compare(r.End) <= 0; addr = addr.Next() {
 			if x, ok := s.excludeOf(addr); ok {
 				addr = pool.Last(x) // the loop's Next steps past the excluded block
-				continue
+			} else if _, used := s.released[addr]; !used && len(s.objects[addr]) == 0 {
+				if s.claimedAt(addr, now) {
+					settled = false // free again if its FloatingIP never shows up
+					continue
+				}
+				if s.model.Usable(addr) {
+					return addr, true
+				}
 			}
-			if s.busy(addr, now) {
-				continue
-			}
-			if _, used := s.released[addr]; used {
-				continue
-			}
-			if s.model.Usable(addr) {
-				return addr, true
+			if next := addr.Next(); settled && next.IsValid() {
+				s.scanFrom[i] = next
 			}
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// forgetOldReleases keeps the releases remembered near keep: past twice that, it forgets the oldest of those
+// whose cool-down has passed and whose address has no FloatingIP (Forget relies on the release time of a
+// released FloatingIP's address), down to keep. A forgotten address counts as never used again.
+func (s *state) forgetOldReleases(now time.Time, keep int) {
+	if len(s.released) <= 2*keep {
+		return
+	}
+	type release struct {
+		addr netip.Addr
+		at   time.Time
+	}
+	var old []release
+	for addr, at := range s.released {
+		if now.Sub(at) >= s.model.Cooldown && len(s.objects[addr]) == 0 {
+			old = append(old, release{addr, at})
+		}
+	}
+	slices.SortFunc(old, func(x, y release) int {
+		if c := x.at.Compare(y.at); c != 0 {
+			return c
+		}
+		return x.addr.Compare(y.addr)
+	})
+	for _, r := range old[:min(len(old), len(s.released)-keep)] {
+		delete(s.released, r.addr)
+		for i, rg := range s.model.Ranges {
+			if rg.Contains(r.addr) && i < len(s.scanFrom) && r.addr.Less(s.scanFrom[i]) {
+				s.scanFrom[i] = r.addr
+			}
+		}
+	}
 }
 
 // leastRecentlyReleased is the usable released address, no longer busy, whose cool-down ended first.

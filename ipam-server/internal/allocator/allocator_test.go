@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,5 +256,78 @@ func TestStaleCopyOfADeletedFloatingIPHoldsNothing(t *testing.T) {
 	}
 	if got := mustAlloc(t, a, t0.Add(time.Hour)); got != addr {
 		t.Fatalf("after the cool-down got %s, want %s: the stale copy still holds it", got, addr)
+	}
+}
+
+// A big pool (an IPv6 /64) hands out never-used addresses first, so with pods coming and going it walks on
+// for ever. It used to remember the release of every address it had ever handed out, and each allocation
+// scanned past all of them: memory and time per allocation grew with every pod the pool had served. It now
+// remembers a bounded number of releases past their cool-down; the oldest are forgotten, and their addresses
+// count as never used again.
+func TestReleasesRememberedAreBounded(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "2001:db8::/64", ReuseCooldown: &metav1.Duration{Duration: time.Second}})
+	a.releaseMemory = 8
+	now := t0
+	var recent []netip.Addr // released last, most recent last
+	seen := map[netip.Addr]bool{}
+	for range 100 {
+		f := created(t, a, mustAlloc(t, a, now))
+		if i := slices.Index(recent, f.addr); i >= 0 && i >= len(recent)-a.releaseMemory {
+			t.Fatalf("handed out %s, one of the %d released last: %v", f.addr, a.releaseMemory, recent)
+		}
+		seen[f.addr] = true
+		now = now.Add(time.Second)
+		f.deleted(t, now)
+		recent = append(recent, f.addr)
+	}
+	if n := len(a.pools["p"].released); n > 2*a.releaseMemory+1 {
+		t.Fatalf("%d releases remembered after 100 pods, want at most %d", n, 2*a.releaseMemory+1)
+	}
+	if len(seen) > 2*a.releaseMemory+1 {
+		t.Fatalf("100 pods one after the other used %d addresses: forgotten releases are not reused", len(seen))
+	}
+}
+
+// A release still cooling down, or of an address whose FloatingIP still exists, is never forgotten.
+func TestCoolingReleasesAreRemembered(t *testing.T) {
+	a := newPool(t, braidv1.IPPoolSpec{CIDR: "2001:db8::/120", ReuseCooldown: &metav1.Duration{Duration: time.Hour}})
+	a.releaseMemory = 2
+	var cooling []netip.Addr
+	for range 10 {
+		f := created(t, a, mustAlloc(t, a, t0))
+		f.deleted(t, t0)
+		cooling = append(cooling, f.addr)
+	}
+	for range 20 {
+		got := created(t, a, mustAlloc(t, a, t0.Add(time.Minute)))
+		if slices.Contains(cooling, got.addr) {
+			t.Fatalf("handed out %s during its cool-down", got.addr)
+		}
+	}
+}
+
+// BenchmarkAllocateInABigPool is one pod's life in an IPv6 pool that has served b.N pods before it: the time
+// per allocation must not grow with the pool's history.
+func BenchmarkAllocateInABigPool(b *testing.B) {
+	m, err := pool.Parse(braidv1.IPPoolSpec{CIDR: "2001:db8::/64", ReuseCooldown: &metav1.Duration{Duration: time.Second}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := New()
+	a.SetPool("p", m)
+	now := t0
+	for i := range b.N {
+		addr, err := a.Allocate("p", now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		uid := fmt.Sprintf("uid-%d", i)
+		if err := a.Observe("p", addr, uid, nil); err != nil {
+			b.Fatal(err)
+		}
+		now = now.Add(time.Millisecond)
+		if err := a.Forget("p", addr, uid, now); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

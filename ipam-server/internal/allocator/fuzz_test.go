@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -21,6 +22,8 @@ func FuzzAllocator(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0, 2, 0, 3, 0, 7, 9, 0, 0})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 200, 0, 0})
 	f.Add([]byte{2, 4, 2, 1, 0, 2, 0, 7, 200, 3, 0, 7, 200, 0, 0, 6, 3, 0, 0})
+	// few releases remembered: pods one after the other, each deleted, until old releases are forgotten
+	f.Add(slices.Concat([]byte{0x81}, bytes.Repeat([]byte{0, 0, 1, 0, 3, 0, 5, 100}, 8), []byte{0, 0, 0, 0}))
 	specs := []braidv1.IPPoolSpec{
 		{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.4/30", "192.0.2.9"}},
 		{CIDR: "2001:db8:1::/124", Ranges: []braidv1.IPRange{{Start: "2001:db8:1::2", End: "2001:db8:1::6"}, {Start: "2001:db8:1::a", End: "2001:db8:1::c"}}},
@@ -37,7 +40,11 @@ func FuzzAllocator(f *testing.F) {
 		}
 		a := New()
 		a.SetPool("p", m)
-		ref := &reference{model: m, objects: map[netip.Addr]map[string]*time.Time{}, picked: map[netip.Addr]time.Time{}, released: map[netip.Addr]time.Time{}}
+		ref := &reference{model: m, objects: map[netip.Addr]map[string]*time.Time{}, picked: map[netip.Addr]time.Time{},
+			released: map[netip.Addr]time.Time{}, keep: releaseMemory}
+		if ops[0]&0x80 != 0 { // remember few releases, so that these small pools forget some
+			a.releaseMemory, ref.keep = 2, 2
+		}
 		now := t0
 		candidates := addrsOf(m.Prefix)
 
@@ -46,6 +53,7 @@ func FuzzAllocator(f *testing.F) {
 			switch op {
 			case 0: // allocate
 				got, err := a.Allocate("p", now)
+				ref.forgetOldReleases(now)
 				want, ok := ref.next(now)
 				if !ok {
 					if !errors.Is(err, ErrExhausted) {
@@ -140,6 +148,29 @@ type reference struct {
 	objects  map[netip.Addr]map[string]*time.Time // FloatingIPs by name; non-nil: released then
 	picked   map[netip.Addr]time.Time
 	released map[netip.Addr]time.Time
+	keep     int // releases past their cool-down remembered
+}
+
+// forgetOldReleases: past 2*keep releases remembered, the oldest (then lowest) whose cool-down has passed and
+// whose address has no FloatingIP are forgotten, down to keep.
+func (r *reference) forgetOldReleases(now time.Time) {
+	if len(r.released) <= 2*r.keep {
+		return
+	}
+	for len(r.released) > r.keep {
+		var oldest netip.Addr
+		for _, addr := range addrsOf(r.model.Prefix) {
+			at, ok := r.released[addr]
+			if ok && now.Sub(at) >= r.model.Cooldown && len(r.objects[addr]) == 0 &&
+				(!oldest.IsValid() || at.Before(r.released[oldest])) {
+				oldest = addr
+			}
+		}
+		if !oldest.IsValid() {
+			return
+		}
+		delete(r.released, oldest)
+	}
 }
 
 func (r *reference) observe(addr netip.Addr, name string, releasedAt *time.Time) {
