@@ -210,7 +210,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	// Let the server's cache see the NADs and pools, and the previous run's last pool status writes land,
 	// before the clock starts: wait until the API server has seen no write for six seconds.
 	writesBefore := h.quiet(t)
-	cpuBefore := takeCPU()
+	cpuBefore, steal := takeCPU(), testenv.StartSteal()
 	latencies := make([]time.Duration, s.pods)
 	var failures atomic.Int64
 	var firstErr atomic.Value
@@ -235,7 +235,7 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	close(work)
 	wg.Wait()
 	total := time.Since(start)
-	cpu := perPod(cpuBefore, takeCPU(), s.pods)
+	cpu, stolen := perPod(cpuBefore, takeCPU(), s.pods), steal.Percent()
 	writes, breakdown := writesDuring(writesBefore, h.apiWrites(t))
 	writes -= float64(s.pods) // minus the pod creations themselves
 	if n := failures.Load(); n > 0 {
@@ -246,9 +246,9 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("BENCH-INFO %s writes %s\n", s.label, breakdown)
 	fmt.Printf("BENCH-INFO %s cpu_ms_per_pod %s\n", s.label, cpu)
-	return fmt.Sprintf("BENCH %s pods=%d nodes=%d networks=%d total_s=%.2f allocs_per_s=%.1f add_p50_ms=%.1f add_p99_ms=%.1f api_writes_per_alloc=%.2f failures=%d load=%s",
+	return fmt.Sprintf("BENCH %s pods=%d nodes=%d networks=%d total_s=%.2f allocs_per_s=%.1f add_p50_ms=%.1f add_p99_ms=%.1f api_writes_per_alloc=%.2f failures=%d load=%s steal_pct=%.1f",
 		s.label, s.pods, nodes, s.networks, total.Seconds(), allocs/total.Seconds(), ms(pct(latencies, 50)), ms(pct(latencies, 99)),
-		writes/allocs, failures.Load(), strings.Fields(string(load))[0])
+		writes/allocs, failures.Load(), strings.Fields(string(load))[0], stolen)
 }
 
 // startPod creates one pod bound to its node and runs its ADDs, one network after another like a meta-plugin.

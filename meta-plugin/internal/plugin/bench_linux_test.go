@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/crds/testenv"
 )
 
 // TestBenchMeta is `make bench-meta`: ADD and DEL of a pod with eth0 and two extra networks, many times, in
@@ -54,6 +55,7 @@ func TestBenchMeta(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	steal := testenv.StartSteal()
 	dr := newDaemonRig(t, "1.0.0")
 	dr.setConf(map[string]any{"logLevel": level, "type": "braid-shim", "daemonSocket": dr.socket})
 	dp := benchPod(dr.rig)
@@ -88,9 +90,9 @@ func TestBenchMeta(t *testing.T) {
 	for i, h := range handled {
 		inDaemon[i], viaShim[i] = h-thick.busy[i], thick.add[i]-h
 	}
-	fmt.Printf("BENCH-INFO meta iterations=%d overhead_p99_ms=%.2f del_p50_ms=%.2f del_p99_ms=%.2f delegates_p50_ms=%.2f daemon_p50_ms=%.2f shim_p50_ms=%.2f shim_exec_ms=%.2f\n",
+	fmt.Printf("BENCH-INFO meta iterations=%d overhead_p99_ms=%.2f del_p50_ms=%.2f del_p99_ms=%.2f delegates_p50_ms=%.2f daemon_p50_ms=%.2f shim_p50_ms=%.2f shim_exec_ms=%.2f steal_pct=%.1f\n",
 		len(thick.add), ms(pct(thick.overhead, 99)), ms(pct(thick.del, 50)), ms(pct(thick.del, 99)), ms(pct(thick.busy, 50)),
-		ms(pct(inDaemon, 50)), ms(pct(viaShim, 50)), ms(pct(version, 50)))
+		ms(pct(inDaemon, 50)), ms(pct(viaShim, 50)), ms(pct(version, 50)), steal.Percent())
 	fmt.Printf("BENCH meta add_p50_ms=%.2f add_p99_ms=%.2f overhead_p50_ms=%.2f api_calls_per_add=%.1f\n",
 		ms(pct(thick.add, 50)), ms(pct(thick.add, 99)), ms(pct(thick.overhead, 50)), thick.callsPerAdd())
 }
