@@ -235,7 +235,7 @@ func (p *Plugin) moveDefaultRoute(e *env, atts []*attachment, results []*types10
 	gws := a.gateways()
 	if len(gws) == 0 {
 		if gws = route.Gateways(results[target]); len(gws) == 0 {
-			return 0, fmt.Errorf("%s.default-route: the list is empty and %s returned no gateway: %w", a.field, a.Network, errNetwork)
+			return 0, fmt.Errorf("%s.default-route: the list is empty and %s returned no gateway; name the gateway in the list: %w", a.field, a.Network, errNetwork)
 		}
 	}
 	if err := p.deps.SetDefaultRoute(e.args.Netns, a.IfName, gws); err != nil {

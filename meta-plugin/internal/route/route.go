@@ -6,6 +6,7 @@ package route
 import (
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -26,8 +27,20 @@ func Families(gws []netip.Addr) (v4, v6 bool) {
 }
 
 // Gateways returns the gateways the result gives the pod's interface, for a "default-route" request with an
-// empty list: the attachment then takes the default route through its own IPAM's gateways.
+// empty list: the attachment then takes the default route through its own IPAM's gateways. Those are the
+// gateways of the result's default routes (a static IPAM names its gateway only there) and, for a family
+// without one, the gateways of the interface's addresses.
 func Gateways(r *types100.Result) []netip.Addr {
+	var gws []netip.Addr
+	for _, rt := range r.Routes {
+		if rt == nil || rt.GW == nil || !netstatus.IsDefault(rt.Dst) {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(rt.GW); ok && !slices.Contains(gws, a.Unmap()) {
+			gws = append(gws, a.Unmap())
+		}
+	}
+	v4, v6 := Families(gws)
 	sandbox := -1
 	for i, iface := range r.Interfaces {
 		if iface != nil && iface.Sandbox != "" {
@@ -35,7 +48,6 @@ func Gateways(r *types100.Result) []netip.Addr {
 			break
 		}
 	}
-	var gws []netip.Addr
 	for _, ipc := range r.IPs {
 		if ipc == nil || ipc.Gateway == nil {
 			continue
@@ -44,7 +56,9 @@ func Gateways(r *types100.Result) []netip.Addr {
 			continue
 		}
 		if a, ok := netip.AddrFromSlice(ipc.Gateway); ok {
-			gws = append(gws, a.Unmap())
+			if a = a.Unmap(); a.Is4() && !v4 || a.Is6() && !v6 {
+				gws = append(gws, a)
+			}
 		}
 	}
 	return gws

@@ -52,3 +52,21 @@ func TestEditResults(t *testing.T) {
 		t.Errorf("Families of a mapped IPv4 = %v %v", v4, v6)
 	}
 }
+
+func TestGatewaysOfDefaultRoutes(t *testing.T) {
+	cmpAddr := cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+	// A static IPAM names its gateway in "routes" only; the address's gateway of the other family still counts.
+	r := res(t, `{"cniVersion":"1.0.0","interfaces":[{"name":"net1","sandbox":"/p"}],
+		"ips":[{"address":"192.0.2.5/24","interface":0},{"address":"2001:db8:5::5/64","gateway":"2001:db8:5::1","interface":0}],
+		"routes":[{"dst":"0.0.0.0/0","gw":"192.0.2.1"},{"dst":"198.51.100.0/24","gw":"192.0.2.9"}]}`)
+	want := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8:5::1")}
+	if diff := cmp.Diff(want, Gateways(r), cmpAddr); diff != "" {
+		t.Errorf("Gateways (-want +got):\n%s", diff)
+	}
+	// A default route of the result wins over the address's gateway of the same family.
+	r = res(t, `{"cniVersion":"1.0.0","ips":[{"address":"192.0.2.5/24","gateway":"192.0.2.254"}],
+		"routes":[{"dst":"0.0.0.0/0","gw":"192.0.2.1"}]}`)
+	if diff := cmp.Diff([]netip.Addr{netip.MustParseAddr("192.0.2.1")}, Gateways(r), cmpAddr); diff != "" {
+		t.Errorf("Gateways with both (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,56 @@
+package plugin
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/braid-cni/braid/crds/selection"
+)
+
+// TestDefaultRouteFromTheAttachmentsOwnRoutes: "default-route": [] gives the attachment the default route its
+// own IPAM configures. A static IPAM names its gateway in "routes", not on the address, as operators write it
+// for Multus; braid must take that gateway rather than refuse the request.
+func TestDefaultRouteFromTheAttachmentsOwnRoutes(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.nad("static-gw", r.macvlanConf(`{"type":"static","addresses":[{"address":"192.0.2.5/24"}],
+		"routes":[{"dst":"0.0.0.0/0","gw":"192.0.2.1"}]}`, ""), nil)
+	p := r.pod("own-gw", map[string]string{selection.NetworksAnnotation: `[{"name":"static-gw","default-route":[]}]`})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	routes := defaultRoutes(t, p.netns)
+	if !slices.Contains(routes, "net1 via 192.0.2.1") || slices.Contains(routes, "eth0 via 203.0.113.1") {
+		t.Errorf("default routes = %v, want IPv4's via 192.0.2.1 on net1 and none on eth0", routes)
+	}
+	if sts := r.status(p); len(sts) != 2 || !cmp.Equal(sts[1].DefaultRoute, []string{"192.0.2.1"}) {
+		t.Errorf("status = %+v, want net1's default-route [192.0.2.1]", sts)
+	}
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	r.assertGone(p)
+}
+
+// TestDefaultRouteIPv6: an IPv6 gateway moves only IPv6's default route; IPv4's stays with the cluster network.
+func TestDefaultRouteIPv6(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.nad("v6", r.macvlanConf(`{"type":"static","addresses":[{"address":"2001:db8:5::5/64"}]}`, ""), nil)
+	p := r.pod("v6", map[string]string{selection.NetworksAnnotation: `[{"name":"v6","default-route":["2001:db8:5::1"]}]`})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	routes := defaultRoutes(t, p.netns)
+	slices.Sort(routes)
+	if want := []string{"eth0 via 203.0.113.1", "net1 via 2001:db8:5::1"}; !cmp.Equal(routes, want) {
+		t.Errorf("default routes = %v, want %v", routes, want)
+	}
+	if err := r.check(p); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	r.assertGone(p)
+}
