@@ -120,8 +120,9 @@ func FindType(list *libcni.NetworkConfigList, match func(string) bool) (int, str
 }
 
 // Customize merges the pod's cni-args into "args": {"cni": ...} of every plugin (the pod's keys win over the
-// NAD's, NPWG spec 4.1.2.1.6) and sets "deviceID" on the first plugin, where device plugins' CNIs (sriov,
-// host-device) look for it. The input list is not modified.
+// NAD's, NPWG spec 4.1.2.1.6) and sets "deviceID" and "pciBusID" on the first plugin, where device plugins'
+// CNIs look for it (sriov reads "deviceID", host-device "pciBusID"), as Multus does. The input list is not
+// modified.
 func Customize(list *libcni.NetworkConfigList, cniArgs map[string]any, deviceID string) (*libcni.NetworkConfigList, error) {
 	if len(cniArgs) == 0 && deviceID == "" {
 		return list, nil
@@ -150,6 +151,7 @@ func Customize(list *libcni.NetworkConfigList, cniArgs map[string]any, deviceID 
 		}
 		if i == 0 && deviceID != "" {
 			pm["deviceID"] = deviceID
+			pm["pciBusID"] = deviceID // host-device's key for the device, which Multus sets too
 		}
 		plugins[i] = pm
 	}

@@ -81,6 +81,10 @@ func TestCustomizeMergesArgsAndDevice(t *testing.T) {
 	if ps[0]["deviceID"] != "0000:18:02.5" || ps[1]["deviceID"] != nil {
 		t.Errorf("deviceID on %v / %v, want the first plugin only", ps[0]["deviceID"], ps[1]["deviceID"])
 	}
+	// host-device reads the device from "pciBusID" (Multus sets both keys), not from "deviceID".
+	if ps[0]["pciBusID"] != "0000:18:02.5" || ps[1]["pciBusID"] != nil {
+		t.Errorf("pciBusID on %v / %v, want the first plugin only", ps[0]["pciBusID"], ps[1]["pciBusID"])
+	}
 	if string(list.Plugins[0].Bytes) == string(out.Plugins[0].Bytes) {
 		t.Error("the customised plugin config equals the original")
 	}

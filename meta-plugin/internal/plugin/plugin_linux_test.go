@@ -605,3 +605,32 @@ func (r *rig) sriovNetwork(podName string) {
 	}
 	r.writeFile(dp, `{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:18:02.1","pf-pci-address":"0000:18:00.0"}}`)
 }
+
+// TestHostDeviceGetsTheKubeletsDeviceWithoutCapabilities: a Multus-style host-device NAD declares no
+// capabilities, so the device reaches host-device only through "pciBusID" in its config, which Multus sets
+// next to "deviceID". The test node has no such PCI device: ADD fails, but in host-device's search for the
+// kubelet's device, not for want of a device in its config.
+func TestHostDeviceGetsTheKubeletsDeviceWithoutCapabilities(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.nad("hostdev", `{"cniVersion":"1.0.0","type":"host-device"}`, map[string]string{"k8s.v1.cni.cncf.io/resourceName": "example.com/sriov_a"})
+	r.setConf(map[string]any{"podResourcesSocket": r.serveKubelet("hd", map[string][]string{"example.com/sriov_a": {"0000:18:02.1"}})})
+	p := r.pod("hd", map[string]string{selection.NetworksAnnotation: "hostdev"})
+	r.exec.reset()
+	_, err := r.add(p)
+	if err == nil {
+		t.Fatal("ADD succeeded without the PCI device on the node")
+	}
+	calls, _ := r.exec.reset()
+	var got map[string]any
+	for _, c := range calls {
+		if c.plugin == "host-device" && c.command == "ADD" {
+			got = c.stdin
+		}
+	}
+	if got["pciBusID"] != "0000:18:02.1" || !strings.Contains(err.Error(), "0000:18:02.1") {
+		t.Errorf("host-device got pciBusID %v and ADD failed with %q; want the kubelet's 0000:18:02.1 in both", got["pciBusID"], err)
+	}
+	if ls := links(t, p.netns); len(ls) != 0 {
+		t.Errorf("interfaces left in the pod: %v", keys(ls))
+	}
+}
