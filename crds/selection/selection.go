@@ -327,7 +327,7 @@ func parseJSONElement(field string, r json.RawMessage) (Element, error) {
 		case "mac":
 			err = decode(f, val, &e.MAC)
 			if err == nil {
-				err = validateHWAddr(f, e.MAC, 6)
+				err = validateMAC(f, e.MAC)
 			}
 		case "infiniband-guid":
 			err = decode(f, val, &e.InfinibandGUID)
@@ -420,6 +420,20 @@ func validateHWAddr(field, s string, lengths ...int) error {
 	return fieldErr(field, "%q is not a valid %d-byte hardware address", s, lengths[0])
 }
 
+// validateMAC also refuses what the kernel refuses as an interface's address: a multicast (group bit set) or
+// all-zero MAC, which would otherwise fail inside the delegate with a message that names no field.
+func validateMAC(field, s string) error {
+	if err := validateHWAddr(field, s, 6); err != nil {
+		return err
+	}
+	hw, _ := net.ParseMAC(s)
+	if hw[0]&1 == 1 || bytes.Equal(hw, make([]byte, 6)) {
+		return fieldErr(field, "%q is not a unicast MAC address (the first octet must be even, and not all zero); "+
+			"use a locally administered one such as 02:00:00:00:00:01", s)
+	}
+	return nil
+}
+
 func parseGateways(field string, r json.RawMessage) ([]netip.Addr, error) {
 	var ss []string
 	if err := decode(field, r, &ss); err != nil {
@@ -428,8 +442,9 @@ func parseGateways(field string, r json.RawMessage) ([]netip.Addr, error) {
 	gws := make([]netip.Addr, 0, len(ss))
 	for i, s := range ss {
 		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), "%q is not a gateway IP address", s)
+		if err != nil || a.Zone() != "" || a.Unmap().IsUnspecified() || a.IsMulticast() || a.Unmap().IsLoopback() {
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), "%q is not a gateway IP address (a unicast address "+
+				"of the attachment's network, such as 192.0.2.1)", s)
 		}
 		gws = append(gws, a)
 	}
