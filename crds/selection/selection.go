@@ -123,11 +123,15 @@ func ValidLabel(s string) string {
 	return ""
 }
 
-// ValidInterfaceName reports why s cannot be a Linux interface name, or "" when it can.
+// ValidInterfaceName reports why s cannot name an interface braid adds to a pod, or "" when it can: it must be
+// a Linux interface name other than the loopback interface every pod already has.
 func ValidInterfaceName(s string) string {
 	switch {
 	case s == "":
 		return "must not be empty"
+	case s == "lo":
+		// A delegate would fail to create it, and its DEL (rollback) would try to delete the pod's loopback.
+		return `"lo" is the pod's loopback interface; choose another name`
 	case len(s) > maxIfName:
 		return fmt.Sprintf("%q is longer than %d characters", s, maxIfName)
 	case s == "." || s == "..":

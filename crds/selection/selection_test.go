@@ -94,6 +94,8 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{"two slashes", "a/b/c", "networks[0]", "more than one '/'"},
 		{"two ats", "a@b@c", "networks[0]", "more than one '@'"},
 		{"interface too long", "net-a@abcdefghijklmnop", "networks[0].interface", "longer than 15"},
+		{"interface lo", "net-a@lo", "networks[0].interface", "loopback"},
+		{"JSON interface lo", `[{"name":"a","interface":"lo"}]`, "networks[0].interface", "loopback"},
 		{"interface with colon", `[{"name":"a","interface":"eth0:1"}]`, "networks[0].interface", "':'"},
 		{"duplicate interface", "a@x1,b@x1", "networks[1].interface", "already requested by networks[0]"},
 		{"JSON object not list", `{"name":"a"}`, "networks", "must be a list"},

@@ -67,6 +67,7 @@ func TestCatalogue(t *testing.T) {
 		"ANN-17":  {networks: `[{"name": "net-a", "mac": "02:00:00:00:00:99"}]`},
 		"ANN-18":  {networks: `no-such-net`},
 		"ANN-19":  {networks: `kube-system/net-a`, conf: map[string]any{"namespaceIsolation": true}},
+		"ANN-20":  {networks: `net-a@lo`},
 		"NAD-01":  {networks: `bad`, nads: map[string]string{"bad": `{"cniVersion": "1.0.0", "type": macvlan}`}},
 		"NAD-02":  {networks: `bad`, nads: map[string]string{"bad": `{"type": "macvlan", "master": "mvpar0"}`}},
 		"NAD-03":  {networks: `bad`, nads: map[string]string{"bad": `{"cniVersion": "1.0.0", "master": "mvpar0"}`}},
