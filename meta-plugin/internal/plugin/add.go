@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -16,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
@@ -239,6 +241,11 @@ func (p *Plugin) moveDefaultRoute(e *env, atts []*attachment, results []*types10
 		}
 	}
 	if err := p.deps.SetDefaultRoute(e.args.Netns, a.IfName, gws); err != nil {
+		if errors.Is(err, syscall.ENETUNREACH) && len(a.gateways()) > 0 {
+			// The pod named a gateway that is not on the attachment's network: its mistake, not braid's.
+			return 0, &selection.FieldError{Field: a.field + ".default-route", Reason: fmt.Sprintf("%v is not reachable "+
+				"through %s, the interface of %s; name a gateway on that network (%v)", gws, a.IfName, a.Network, err)}
+		}
 		return 0, fmt.Errorf("%s.default-route: %w", a.field, err)
 	}
 	v4, v6 := route.Families(gws)

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -51,6 +52,21 @@ func TestDefaultRouteIPv6(t *testing.T) {
 	}
 	if err := r.del(p); err != nil {
 		t.Fatalf("DEL: %v", err)
+	}
+	r.assertGone(p)
+}
+
+// TestDefaultRouteThroughAnUnreachableGateway: a gateway that is not on the attachment's network is the pod's
+// mistake: ADD fails with the annotation's code (100), names the field and says what to fix, and leaves nothing.
+func TestDefaultRouteThroughAnUnreachableGateway(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.standardNADs()
+	p := r.pod("far-gw", map[string]string{selection.NetworksAnnotation: `[{"name":"net-a","default-route":["203.0.113.77"]}]`})
+	_, err := r.add(p)
+	if cniCode(err) != CodeSelection || err == nil || !strings.Contains(err.Error(), "networks[0].default-route") ||
+		!strings.Contains(err.Error(), "not reachable through net1") {
+		t.Errorf("ADD = %v (code %d), want code %d naming networks[0].default-route and saying the gateway is not reachable through net1",
+			err, cniCode(err), CodeSelection)
 	}
 	r.assertGone(p)
 }
