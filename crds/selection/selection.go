@@ -138,8 +138,10 @@ func ValidInterfaceName(s string) string {
 		return fmt.Sprintf("%q is not a valid interface name", s)
 	}
 	for _, r := range s {
-		if r == '/' || r == ':' || unicode.IsSpace(r) || r > unicode.MaxASCII || !unicode.IsPrint(r) {
-			return fmt.Sprintf("%q contains '/', ':', white space or a non-printable character", s)
+		// '%' makes the name a template the kernel fills in (net%d becomes net0): the interface would not be
+		// the one asked for.
+		if r == '/' || r == ':' || r == '%' || unicode.IsSpace(r) || r > unicode.MaxASCII || !unicode.IsPrint(r) {
+			return fmt.Sprintf("%q contains '/', ':', '%%', white space or a non-printable character", s)
 		}
 	}
 	return ""

@@ -97,6 +97,7 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{"interface lo", "net-a@lo", "networks[0].interface", "loopback"},
 		{"JSON interface lo", `[{"name":"a","interface":"lo"}]`, "networks[0].interface", "loopback"},
 		{"interface with colon", `[{"name":"a","interface":"eth0:1"}]`, "networks[0].interface", "':'"},
+		{"interface name template", "net-a@net%d", "networks[0].interface", "'%'"},
 		{"duplicate interface", "a@x1,b@x1", "networks[1].interface", "already requested by networks[0]"},
 		{"JSON object not list", `{"name":"a"}`, "networks", "must be a list"},
 		{"broken JSON", `[{"name":"a"`, "networks", "not a valid JSON list"},
