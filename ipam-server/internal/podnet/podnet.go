@@ -25,6 +25,9 @@ type Selection struct {
 	Name      string
 	Interface string       // as requested, or net<N> as the meta-plugin names it
 	IPs       []netip.Addr // static addresses requested with "ips"
+	// Lengths are the prefix lengths asked with addresses of IPs in the NPWG form "192.0.2.10/24"; an
+	// address asked without one has none here.
+	Lengths map[netip.Addr]int
 }
 
 // Key is the NAD reference "namespace/name".
@@ -91,23 +94,30 @@ func ParseSelections(annotation, podNamespace string, defaults []selection.Eleme
 	for i, e := range elems {
 		s := Selection{Namespace: e.Namespace, Name: e.Name, Interface: names[i]}
 		for j, ip := range e.IPs {
-			addr, err := parseIP(ip)
+			addr, bits, err := parseIP(ip)
 			if err != nil { // the parser validated them; this only guards against a change there
 				return nil, fmt.Errorf("%s: networks[%d].ips[%d]: %q is not an IP address or CIDR", NetworksAnnotation, i, j, ip)
 			}
 			s.IPs = append(s.IPs, addr)
+			if bits >= 0 {
+				if s.Lengths == nil {
+					s.Lengths = map[netip.Addr]int{}
+				}
+				s.Lengths[addr] = bits
+			}
 		}
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-// parseIP accepts "192.0.2.10" and the NPWG form "192.0.2.10/24".
-func parseIP(s string) (netip.Addr, error) {
+// parseIP accepts "192.0.2.10" and the NPWG form "192.0.2.10/24"; bits is -1 when no length is given.
+func parseIP(s string) (addr netip.Addr, bits int, err error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Addr(), nil
+		return p.Addr(), p.Bits(), nil
 	}
-	return netip.ParseAddr(s)
+	addr, err = netip.ParseAddr(s)
+	return addr, -1, err
 }
 
 // IPAMType is the IPAM plugin type braid-ipam-server serves.

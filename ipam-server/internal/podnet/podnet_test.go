@@ -20,7 +20,8 @@ func TestParseSelections(t *testing.T) {
 		{"a requested netN is skipped like the meta-plugin does", `[{"name":"a","interface":"net2"},{"name":"b"}]`,
 			[]Selection{{Namespace: "ns", Name: "a", Interface: "net2"}, {Namespace: "ns", Name: "b", Interface: "net3"}}},
 		{"json with ips", `[{"name":"mgmt","ips":["192.0.2.10/24","2001:db8::a"]},{"name":"ctl","namespace":"x","interface":"c0"}]`,
-			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::a")}},
+			[]Selection{{Namespace: "ns", Name: "mgmt", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::a")},
+				Lengths: map[netip.Addr]int{netip.MustParseAddr("192.0.2.10"): 24}},
 				{Namespace: "x", Name: "ctl", Interface: "c0"}}},
 	}
 	for _, tc := range cases {

@@ -229,6 +229,36 @@ func (m *Model) Usable(a netip.Addr) bool {
 	return true
 }
 
+// Unusable says why the pool may never hand out a, naming the spec field that decides it; "" when Usable.
+func (m *Model) Unusable(a netip.Addr) string {
+	hosts := usable(m.Prefix)
+	switch {
+	case !m.Prefix.Contains(a):
+		return "it is outside spec.cidr " + m.Prefix.String()
+	case a.Less(hosts.Start) && a.Is4():
+		return "it is the network address of spec.cidr " + m.Prefix.String()
+	case a.Less(hosts.Start):
+		return "it is the Subnet-Router anycast address of spec.cidr " + m.Prefix.String()
+	case hosts.End.Less(a):
+		return "it is the broadcast address of spec.cidr " + m.Prefix.String()
+	case a == m.Gateway:
+		return "it is the pool's spec.gateway"
+	}
+	inRange := false
+	for _, r := range m.Ranges {
+		inRange = inRange || r.Contains(a)
+	}
+	if !inRange {
+		return "it is outside the pool's spec.ranges"
+	}
+	for _, x := range m.Excludes {
+		if x.Contains(a) {
+			return "spec.excludes holds it back (" + x.String() + ")"
+		}
+	}
+	return ""
+}
+
 // Size counts the addresses the pool can ever hand out (IPv6 pools can exceed 64 bits).
 func (m *Model) Size() *big.Int {
 	total := new(big.Int)

@@ -53,13 +53,45 @@ func TestSizeAndUsable(t *testing.T) {
 				if !m.Usable(netip.MustParseAddr(s)) {
 					t.Errorf("%s should be usable", s)
 				}
+				if why := m.Unusable(netip.MustParseAddr(s)); why != "" {
+					t.Errorf("Unusable(%s) = %q for a usable address", s, why)
+				}
 			}
 			for _, s := range tc.blocked {
 				if m.Usable(netip.MustParseAddr(s)) {
 					t.Errorf("%s must not be usable", s)
 				}
+				if m.Unusable(netip.MustParseAddr(s)) == "" {
+					t.Errorf("Unusable(%s) gives no reason for an address that is not usable", s)
+				}
 			}
 		})
+	}
+}
+
+func TestUnusableNamesTheReason(t *testing.T) {
+	m, err := Parse(braidv1.IPPoolSpec{CIDR: "192.0.2.0/24", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.8/29"},
+		Ranges: []braidv1.IPRange{{Start: "192.0.2.0", End: "192.0.2.200"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m6, err := Parse(braidv1.IPPoolSpec{CIDR: "2001:db8::/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, words := range map[string]string{
+		"198.51.100.1": "outside spec.cidr", "192.0.2.0": "network address", "192.0.2.255": "broadcast address",
+		"192.0.2.1": "spec.gateway", "192.0.2.201": "spec.ranges", "192.0.2.9": "spec.excludes",
+		"2001:db8::": "Subnet-Router anycast",
+	} {
+		a := netip.MustParseAddr(addr)
+		mm := m
+		if a.Is6() {
+			mm = m6
+		}
+		if got := mm.Unusable(a); !strings.Contains(got, words) {
+			t.Errorf("Unusable(%s) = %q, want it to say %q", addr, got, words)
+		}
 	}
 }
 

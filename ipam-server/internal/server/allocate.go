@@ -59,17 +59,22 @@ func (r *podReconciler) allocate(ctx context.Context, pod *corev1.Pod, sel podne
 // each eligible pool containing the address is asked in turn.
 func (r *podReconciler) claim(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, eligible []candidate,
 	addr netip.Addr) (*braidv1.FloatingIP, error) {
-	var notUsable []string
+	var notUsable, otherLength []string
 	for _, c := range eligible {
 		if !c.model.Prefix.Contains(addr) {
+			continue
+		}
+		if bits, ok := sel.Lengths[addr]; ok && bits != c.model.Prefix.Bits() {
+			// The pod would be configured with a mask its network does not have.
+			otherLength = append(otherLength, fmt.Sprintf("IPPool %s is %s", c.name, c.model.Prefix))
 			continue
 		}
 		err := r.state.alloc.Claim(c.name, addr, r.state.now())
 		switch {
 		case errors.Is(err, allocator.ErrTaken):
-			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held in IPPool %s", sel.Key(), addr, c.name)}
+			return nil, refuse(ReasonAddressTaken, sel, addr, "is already held in IPPool "+c.name, fixTaken)
 		case errors.Is(err, allocator.ErrNotUsable):
-			notUsable = append(notUsable, c.name)
+			notUsable = append(notUsable, fmt.Sprintf("IPPool %s: %s", c.name, c.model.Unusable(addr)))
 			continue
 		case err != nil:
 			return nil, err
@@ -84,11 +89,25 @@ func (r *podReconciler) claim(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		}
 		return f, nil
 	}
-	if len(notUsable) > 0 {
-		return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is not usable in IPPool %s (outside its ranges, excluded, or its gateway)",
-			sel.Key(), addr, strings.Join(notUsable, ", "))}
+	switch {
+	case len(otherLength) > 0:
+		return nil, refuse(ReasonPrefixMismatch, sel, addr, fmt.Sprintf("is asked with prefix length /%d, but %s",
+			sel.Lengths[addr], strings.Join(otherLength, ", ")), "write the pool's prefix length, or the address alone")
+	case len(notUsable) > 0:
+		return nil, refuse(ReasonAddressOutsidePool, sel, addr, "is not handed out: "+strings.Join(notUsable, "; "),
+			"ask for an address the pool hands out")
 	}
-	return nil, &failure{ReasonAddressOutsidePool, fmt.Sprintf("network %s: requested address %s is outside every eligible pool", sel.Key(), addr)}
+	return nil, refuse(ReasonAddressOutsidePool, sel, addr, "is outside every eligible pool",
+		"ask for an address of a pool the network's ipam.pools names and that matches the pod's node and namespace")
+}
+
+// fixTaken is what a pod asking for a held address can do.
+const fixTaken = "ask for another address, or release this one first"
+
+// refuse is the failure of a static address: it names the field, says why, and what to do.
+func refuse(reason string, sel podnet.Selection, addr netip.Addr, why, fix string) *failure {
+	return &failure{reason, fmt.Sprintf("network %s: %s ips: requested address %s %s; %s",
+		sel.Key(), podnet.NetworksAnnotation, addr, why, fix)}
 }
 
 // takeOver gives the pod a statically requested address whose FloatingIP exists: one released (its previous
@@ -101,7 +120,7 @@ func (r *podReconciler) takeOver(ctx context.Context, pod *corev1.Pod, sel podne
 		return nil, fmt.Errorf("read FloatingIP %s: %w", name, err)
 	} else if err == nil {
 		if old.Status.Phase != braidv1.FloatingIPReleased {
-			return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s, pod %s)", sel.Key(), addr, name, old.Spec.Pod)}
+			return nil, refuse(ReasonAddressTaken, sel, addr, fmt.Sprintf("is already held (FloatingIP %s, pod %s)", name, old.Spec.Pod), fixTaken)
 		}
 		if err := r.Delete(ctx, old, client.Preconditions{UID: &old.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("take over released FloatingIP %s: %w", name, err)
@@ -109,7 +128,7 @@ func (r *podReconciler) takeOver(ctx context.Context, pod *corev1.Pod, sel podne
 	}
 	f, err := r.create(ctx, pod, sel, c, addr)
 	if apierrors.IsAlreadyExists(err) {
-		return nil, &failure{ReasonAddressTaken, fmt.Sprintf("network %s: requested address %s is already held (FloatingIP %s)", sel.Key(), addr, name)}
+		return nil, refuse(ReasonAddressTaken, sel, addr, fmt.Sprintf("is already held (FloatingIP %s)", name), fixTaken)
 	}
 	return f, err
 }

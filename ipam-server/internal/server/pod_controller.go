@@ -34,6 +34,7 @@ const (
 	ReasonNoEligiblePool       = "NoEligiblePool"
 	ReasonAddressTaken         = "RequestedAddressTaken"
 	ReasonAddressOutsidePool   = "RequestedAddressOutsidePool"
+	ReasonPrefixMismatch       = "RequestedPrefixLengthMismatch"
 	ReasonInvalidNetworks      = "InvalidNetworks"
 	ReasonInvalidNetworkConfig = "InvalidNetworkConfig"
 	// ReasonPoolNotFound warns that a network names a pool that does not exist: the pod is served from the
