@@ -17,6 +17,10 @@ import (
 // an edited selector): it stays reserved, and the pod is served from an eligible pool.
 const ReasonReservedNotEligible = "ReservedAddressNotEligible"
 
+// ReasonInvalidReservation warns that a FloatingIP reserved for the pod's name (an admin's, made by hand) has
+// an address outside its pool's CIDR: the pod is not given it, and is served from an eligible pool.
+const ReasonInvalidReservation = "InvalidReservation"
+
 // keepHeld returns the FloatingIPs of the pod's interface that it keeps: those bound to this pod (it may run
 // with them configured; a pool edited since does not take them away), and those reserved for its name from a
 // pool eligible for it now, which are rebound to it. A reservation from a pool that is not eligible stays as
@@ -30,6 +34,13 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 			continue
 		}
 		bound := f.Spec.PodUID == string(pod.UID)
+		if !bound && !r.inItsPool(f) {
+			r.warnOnce(pod, "reserved/"+f.Name, ReasonInvalidReservation, fmt.Sprintf("network %s: FloatingIP %s is "+
+				"reserved for this pod's name, but its spec.ip %s lies outside IPPool %s's spec.cidr: the pod is not given it, "+
+				"and is served from an eligible pool; delete that FloatingIP and reserve an address of the pool",
+				sel.Key(), f.Name, f.Spec.IP, f.Spec.Pool))
+			continue
+		}
 		if !bound && !slices.ContainsFunc(eligible, func(c candidate) bool { return c.name == f.Spec.Pool }) {
 			r.warnOnce(pod, "reserved/"+f.Name, ReasonReservedNotEligible, fmt.Sprintf("network %s: FloatingIP %s (%s) is "+
 				"reserved for this pod's name, but IPPool %s does not match the pod's node or namespace now; it stays "+
@@ -44,6 +55,14 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 		got = append(got, *f)
 	}
 	return got, nil
+}
+
+// inItsPool reports whether the FloatingIP's address lies in its pool's CIDR, as far as this process knows the
+// pool (one it has no model of is given the benefit of the doubt).
+func (r *podReconciler) inItsPool(f *braidv1.FloatingIP) bool {
+	m, ok := r.state.alloc.Model(f.Spec.Pool)
+	addr, err := netip.ParseAddr(f.Spec.IP)
+	return !ok || (err == nil && m.Prefix.Contains(addr))
 }
 
 // withPoolsOf adds to the eligible pools the loaded pools of kept FloatingIPs that are not eligible now, so
