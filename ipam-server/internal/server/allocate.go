@@ -142,8 +142,8 @@ func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.
 			Interface: sel.Interface, Network: sel.Key(), Node: pod.Spec.NodeName, ReleasePolicy: c.model.Policy,
 		},
 	}
-	if owner := metav1.GetControllerOf(pod); owner != nil && owner.Kind == "StatefulSet" {
-		f.Annotations = map[string]string{statefulSetAnnotation: owner.Name, statefulSetUIDAnnotation: string(owner.UID)}
+	if set, uid := controllingSet(pod); set != "" {
+		f.Annotations = map[string]string{statefulSetAnnotation: set, statefulSetUIDAnnotation: uid}
 	}
 	if err := r.Create(ctx, f); err != nil {
 		return nil, err
@@ -154,10 +154,16 @@ func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.
 }
 
 // rebind gives a reserved FloatingIP (StatefulSet ordinal, Never policy, admin reservation for this pod name)
-// to the pod that now carries that name.
+// to the pod that now carries that name, on its node, for the StatefulSet that controls it now.
 func (r *podReconciler) rebind(ctx context.Context, pod *corev1.Pod, f *braidv1.FloatingIP) error {
 	f.Spec.PodUID = string(pod.UID)
 	f.Spec.Node = pod.Spec.NodeName
+	if set, uid := controllingSet(pod); set != "" {
+		if f.Annotations == nil {
+			f.Annotations = map[string]string{}
+		}
+		f.Annotations[statefulSetAnnotation], f.Annotations[statefulSetUIDAnnotation] = set, uid
+	}
 	if err := r.Update(ctx, f); err != nil {
 		return fmt.Errorf("rebind FloatingIP %s to pod %s/%s: %w", f.Name, pod.Namespace, pod.Name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
@@ -34,6 +35,10 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 			continue
 		}
 		bound := f.Spec.PodUID == string(pod.UID)
+		set, setUID := controllingSet(pod)
+		if !bound && set != "" && f.Annotations[statefulSetUIDAnnotation] != "" && f.Annotations[statefulSetUIDAnnotation] != setUID {
+			continue // another StatefulSet's reservation, which the FloatingIP controller releases
+		}
 		if !bound && !r.inItsPool(f) {
 			r.warnOnce(pod, "reserved/"+f.Name, ReasonInvalidReservation, fmt.Sprintf("network %s: FloatingIP %s is "+
 				"reserved for this pod's name, but its spec.ip %s lies outside IPPool %s's spec.cidr: the pod is not given it, "+
@@ -47,7 +52,9 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 				"reserved, and the pod is served from an eligible pool", sel.Key(), f.Name, f.Spec.IP, f.Spec.Pool))
 			continue
 		}
-		if !bound || f.Spec.Node != pod.Spec.NodeName {
+		// A StatefulSet made again after an orphaning delete adopts the pod: its addresses are that set's now.
+		adopted := set != "" && (f.Annotations[statefulSetAnnotation] != set || f.Annotations[statefulSetUIDAnnotation] != setUID)
+		if !bound || f.Spec.Node != pod.Spec.NodeName || adopted {
 			if err := r.rebind(ctx, pod, f); err != nil {
 				return nil, err
 			}
@@ -55,6 +62,14 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 		got = append(got, *f)
 	}
 	return got, nil
+}
+
+// controllingSet is the name and UID of the StatefulSet that controls the pod; empty when none does.
+func controllingSet(pod *corev1.Pod) (name, uid string) {
+	if owner := metav1.GetControllerOf(pod); owner != nil && owner.Kind == "StatefulSet" {
+		return owner.Name, string(owner.UID)
+	}
+	return "", ""
 }
 
 // inItsPool reports whether the FloatingIP's address lies in its pool's CIDR, as far as this process knows the

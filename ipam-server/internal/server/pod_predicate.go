@@ -2,6 +2,8 @@ package server
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
@@ -9,7 +11,7 @@ import (
 )
 
 // podChangeMatters passes the pod updates that can change what the pod is served: a resync (the same
-// resourceVersion), the binding to a node, the networks annotation, deletion and a terminal phase. It drops
+// resourceVersion), the binding to a node, the networks annotation, deletion, a terminal phase and a new controller. It drops
 // the rest: a change of the assignment annotation (assignmentEdited judges those), and a starting pod's churn
 // (the kubelet's status and conditions, the meta-plugin's network-status), each of which would otherwise cost
 // a reconcile.
@@ -23,7 +25,15 @@ func podChangeMatters(e event.UpdateEvent) bool {
 		old.Spec.NodeName != cur.Spec.NodeName ||
 		old.Annotations[podnet.NetworksAnnotation] != cur.Annotations[podnet.NetworksAnnotation] ||
 		(old.DeletionTimestamp == nil) != (cur.DeletionTimestamp == nil) ||
-		servable(old) != servable(cur)
+		servable(old) != servable(cur) ||
+		controllerUID(old) != controllerUID(cur) // adopted by a StatefulSet made again
+}
+
+func controllerUID(pod *corev1.Pod) types.UID {
+	if owner := metav1.GetControllerOf(pod); owner != nil {
+		return owner.UID
+	}
+	return ""
 }
 
 // assignmentEdited passes an update that changed the pod's assignment annotation to a value this process did

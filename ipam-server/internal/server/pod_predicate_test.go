@@ -33,6 +33,10 @@ func TestPodChangeMatters(t *testing.T) {
 		"assignment written":            {func(p *corev1.Pod) { p.Annotations[assignment.Annotation] = "{}" }, false},
 		"deleted":                       {func(p *corev1.Pod) { p.DeletionTimestamp = &now }, true},
 		"finished":                      {func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }, true},
+		"adopted by a StatefulSet": {func(p *corev1.Pod) {
+			yes := true
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: "StatefulSet", Name: "kv", UID: "set-2", Controller: &yes}}
+		}, true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			old, cur := base(), base()
