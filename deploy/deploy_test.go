@@ -195,6 +195,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		{server, "patch", "braid.dev", "ippools", "status", "", true},
 		{server, "update", "braid.dev", "ippools", "status", "", false},
 		{server, "update", "braid.dev", "ippools", "", "", false},
+		{server, "patch", "braid.dev", "ippools", "", "", true}, // its finalizer
 		{server, "delete", "braid.dev", "ippools", "", "", false},
 		{server, "patch", "", "pods", "", "braid-demo", true},
 		{server, "delete", "", "pods", "", "braid-demo", false},

@@ -244,6 +244,9 @@ func cleanPool(t *testing.T, name string) {
 				}
 			}
 		}
-		_ = env.Client.Delete(ctx, &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		pool := &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		_ = env.Client.Delete(ctx, pool)
+		// The server's finalizer keeps a deleted pool while FloatingIPs of it exist; the server may be gone.
+		_ = env.Client.Patch(ctx, pool, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`)))
 	})
 }

@@ -121,7 +121,12 @@ func mkPool(t *testing.T, spec braidv1.IPPoolSpec) string {
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), p)
+		// The server's finalizer keeps a pool while FloatingIPs of it exist, and envtest keeps the test's pods:
+		// a pool left deleting would refuse later tests' pools of the same addresses.
+		_ = k8s.Patch(context.Background(), p, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`)))
+	})
 	return p.Name
 }
 

@@ -115,7 +115,13 @@ func mkPoolYAML(t *testing.T, name, spec string) string {
 	if err := yaml.UnmarshalStrict([]byte(spec), &p.Spec); err != nil {
 		t.Fatalf("bad test YAML: %v", err)
 	}
-	create(t, p)
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), p)
+		dropFinalizer(name)
+	})
 	return name
 }
 

@@ -60,7 +60,7 @@ func NewPoolController(c client.Client) *PoolController {
 	s := newState(time.Now)
 	s.ready.Store(true)
 	reg := prometheus.NewRegistry()
-	return &PoolController{&poolReconciler{Client: c, state: s, metrics: NewMetrics(reg)}, reg}
+	return &PoolController{&poolReconciler{Client: c, api: c, state: s, metrics: NewMetrics(reg)}, reg}
 }
 
 // Observe applies a FloatingIP to the state, as the informer does.

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -119,7 +120,15 @@ func mkPool(t *testing.T, name, cidr string, opts ...poolOpt) {
 		for _, f := range fips(t, name) {
 			_ = k8s.Delete(context.Background(), &f)
 		}
+		dropFinalizer(name)
 	})
+}
+
+// dropFinalizer removes the server's finalizer from a deleted pool: the servers have stopped, and a pool left
+// deleting would refuse later tests' pools of the same addresses.
+func dropFinalizer(pool string) {
+	_ = k8s.Patch(context.Background(), &braidv1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: pool}},
+		client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
 }
 
 func mkNAD(t *testing.T, ns, name string, pools ...string) {

@@ -45,18 +45,24 @@ func TestOverlappingPoolsDoNotBothServe(t *testing.T) {
 		})
 	}
 
-	mkPod(t, ns, "on-old", "node-1", "old")
+	onOld := mkPod(t, ns, "on-old", "node-1", "old")
 	mkPod(t, ns, "on-new", "node-1", "new")
 	if got := addressesOf(assignments(t, ns, "on-old", "net1"), "net1"); got != "192.0.2.1/24" {
 		t.Fatalf("on-old got %q", got)
 	}
 	awaitEvent(t, ns, "on-new", "NoEligiblePool", "IPPool ovl-new is not valid")
 
-	// The older pool goes: the younger one serves.
+	// The older pool goes: the younger one serves. A deleted pool stays while its addresses are held
+	// (TestAPoolWithHoldersIsDeletedOnceTheyAreGone): on-old's 192.0.2.1 is the younger pool's too.
 	old := getPool(t, "ovl-old")
 	if err := k8s.Delete(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(time.Second)
+	if c := ready("ovl-new"); c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("ovl-new serves while ovl-old's address is still held: %+v", c)
+	}
+	deletePod(t, onOld)
 	eventually(t, 15*time.Second, "ovl-new ready once ovl-old is gone", func() (bool, string) {
 		c := ready("ovl-new")
 		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)

@@ -341,6 +341,10 @@ func (r *podReconciler) eligiblePools(ctx context.Context, pod *corev1.Pod, name
 			}
 			return c, err
 		}
+		if ipp.DeletionTimestamp != nil {
+			c.why = append(c.why, fmt.Sprintf("IPPool %s is being deleted", name))
+			continue
+		}
 		m, ok := r.state.serving(name)
 		if !ok {
 			pm, err := r.state.parse(ipp)

@@ -32,6 +32,7 @@ const statusInterval = 5 * time.Second
 // poolReconciler loads pools into the allocator and keeps their status (total / used / free, conditions) true.
 type poolReconciler struct {
 	client.Client
+	api     client.Reader // the API server itself, uncached
 	state   *state
 	metrics *Metrics
 
@@ -52,6 +53,12 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 			r.metrics.PoolFree.DeleteLabelValues(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if p.DeletionTimestamp != nil {
+		return r.deleting(ctx, p)
+	}
+	if err := r.protect(ctx, p); err != nil {
+		return ctrl.Result{}, err
 	}
 	status := p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
@@ -152,6 +159,10 @@ func loadAll(ctx context.Context, c client.Reader, s *state) error {
 			continue
 		}
 		s.alloc.SetPool(pools.Items[i].Name, m)
+		if pools.Items[i].DeletionTimestamp != nil {
+			s.refused.Store(pools.Items[i].Name, true) // deleted, waiting for its FloatingIPs to go
+			continue
+		}
 		if _, _, found := overlap(&pools.Items[i], &m, pools.Items, s.parse, readyTrue); found {
 			s.refused.Store(pools.Items[i].Name, true) // its FloatingIPs are counted; it hands out nothing
 		}

@@ -276,7 +276,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 			return poolRequests(ctx, c)
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(s.poolChanged, &handler.EnqueueRequestForObject{})).
-		Complete(&poolReconciler{Client: c, state: s, metrics: m})
+		Complete(&poolReconciler{Client: c, api: mgr.GetAPIReader(), state: s, metrics: m})
 }
 
 func observeObj(s *state, o any) {
