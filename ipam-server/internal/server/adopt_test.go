@@ -50,7 +50,9 @@ func TestStatefulSetRecreatedAfterOrphanDeleteKeepsAdoptedAddresses(t *testing.T
 		fs := fips(t, "adopt-v4")
 		return len(fs) == 1 && fs[0].Spec.PodUID == "", fmt.Sprintf("%+v", fs)
 	})
-	statefulSetPod(t, second, 0, "ctl")
+	again := statefulSetPod(t, second, 0, "ctl")
+	// Deleted when the test ends, so that no later test's server serves it (one with default networks would).
+	t.Cleanup(func() { deletePod(t, again) })
 	if after := addressesOf(assignments(t, ns, "kv-0", "net1"), "net1"); after != before {
 		t.Fatalf("kv-0 of the adopting StatefulSet got %s, want its address %s", after, before)
 	}
