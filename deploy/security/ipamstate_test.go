@@ -94,7 +94,8 @@ func TestNodeCannotWriteIPAMState(t *testing.T) {
 
 // TestIPAMServerWritesFloatingIPsNotPools: braid-ipam-server creates, rebinds, releases and deletes
 // FloatingIPs and keeps pool status, but an IPPool itself is the operator's: it cannot create, change or
-// delete one.
+// delete one, beyond adding and removing its own finalizer (patch: RBAC lets it, ValidatingAdmissionPolicy
+// braid-ippool-writes limits it to that).
 func TestIPAMServerWritesFloatingIPsNotPools(t *testing.T) {
 	ctx := t.Context()
 	p := pool("sec-srv-pool")
@@ -110,14 +111,27 @@ func TestIPAMServerWritesFloatingIPsNotPools(t *testing.T) {
 			}
 			continue
 		}
+		if w.name == "patch" {
+			wantForbidden(t, "braid-ipam-server: patch IPPool's labels", w.do(ctx, server, p.DeepCopy()), "braid-ippool-writes")
+			continue
+		}
 		wantForbidden(t, "braid-ipam-server: "+w.name+" IPPool", w.do(ctx, server, p.DeepCopy()),
 			`"system:serviceaccount:braid-system:braid-ipam-server" cannot`)
+	}
+	for _, patch := range []string{`{"spec":{"cidr":"203.0.113.0/24"}}`, `{"metadata":{"finalizers":["example.com/other"]}}`} {
+		wantForbidden(t, "braid-ipam-server: patch IPPool "+patch, server.Patch(ctx, p.DeepCopy(),
+			client.RawPatch(types.MergePatchType, []byte(patch))), "braid-ippool-writes")
+	}
+	for _, patch := range []string{`{"metadata":{"finalizers":["braid.dev/floatingips"]}}`, `{"metadata":{"finalizers":null}}`} {
+		if err := server.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Errorf("braid-ipam-server cannot patch IPPool %s: %v", patch, err)
+		}
 	}
 	got := &braidv1.IPPool{}
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Spec.CIDR != p.Spec.CIDR || got.Labels["example.com/touched"] != "" {
+	if got.Spec.CIDR != p.Spec.CIDR || got.Labels["example.com/touched"] != "" || len(got.Finalizers) != 0 {
 		t.Errorf("IPPool spec or metadata changed by braid-ipam-server: %+v %v", got.Spec, got.Labels)
 	}
 

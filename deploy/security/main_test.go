@@ -124,6 +124,24 @@ func waitForPolicy() error {
 		return fmt.Errorf("the API server does not enforce ValidatingAdmissionPolicy braid-pod-writes (is its admission plugin on?): last answer: %w",
 			errors.Join(last, err))
 	}
+	// braid-ippool-writes, likewise: braid-ipam-server labelling a pool.
+	probe := pool("policy-probe")
+	server, err := client.New(saConfig(serverSA, ""), client.Options{Scheme: env.Scheme})
+	if err != nil {
+		return err
+	}
+	if err := env.Client.Create(ctx, probe); err != nil {
+		return err
+	}
+	defer func() { _ = env.Client.Delete(context.Background(), probe) }()
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		last = server.Patch(ctx, probe.DeepCopy(), mergePatch)
+		return last != nil && strings.Contains(last.Error(), "braid-ippool-writes"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the API server does not enforce ValidatingAdmissionPolicy braid-ippool-writes: last answer: %w",
+			errors.Join(last, err))
+	}
 	return nil
 }
 
