@@ -1,15 +1,21 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/allocator"
+	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
 )
 
@@ -62,6 +68,66 @@ func (r *podReconciler) keepHeld(ctx context.Context, pod *corev1.Pod, sel podne
 		got = append(got, *f)
 	}
 	return got, nil
+}
+
+// ReasonFloatingIPRestored warns that a FloatingIP of an address the pod was given was deleted (by hand) while
+// the pod may use the address: it is made again, so that the address does not go to another pod too.
+const ReasonFloatingIPRestored = "FloatingIPRestored"
+
+// reclaim takes back for the pod the address of the family that its assignment names already but no
+// FloatingIP holds any more (one deleted by hand): the pod may have it configured, so it keeps it, rather than
+// get a second address it never configures while the first goes back to the pool for another pod. It returns
+// nil when the assignment names no such address, or the address cannot be taken back (its pool is not served,
+// or another FloatingIP holds it now), and the pod is served a new address as before.
+func (r *podReconciler) reclaim(ctx context.Context, pod *corev1.Pod, sel podnet.Selection, prev assignment.Interface,
+	is4 bool) (*braidv1.FloatingIP, error) {
+	for _, a := range prev.Addresses {
+		p, err := netip.ParsePrefix(a.CIDR)
+		if err != nil || p.Addr().Is4() != is4 {
+			continue
+		}
+		m, ok := r.state.serving(a.Pool)
+		if !ok {
+			continue
+		}
+		if err := r.state.alloc.Claim(a.Pool, p.Addr(), r.state.now()); errors.Is(err, allocator.ErrTaken) {
+			if held, err := r.heldElsewhere(ctx, a.Pool, p.Addr()); err != nil || !held {
+				return nil, cmp.Or(err, errSettling) // the allocator has yet to see the deletion
+			}
+			continue
+		} else if err != nil {
+			continue
+		}
+		f, err := r.create(ctx, pod, sel, candidate{name: a.Pool, model: m}, p.Addr())
+		if err != nil {
+			r.state.alloc.Unclaim(a.Pool, p.Addr())
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			return nil, err
+		}
+		r.warnOnce(pod, "restored/"+f.Name, ReasonFloatingIPRestored, fmt.Sprintf("network %s: FloatingIP %s of "+
+			"the pod's address %s was deleted while the pod may use the address; it is made again (to free the "+
+			"address, delete the pod)", sel.Key(), a.FloatingIP, p.Addr()))
+		return f, nil
+	}
+	return nil, nil
+}
+
+// errSettling: the allocator counts an address held whose FloatingIPs the cache no longer has; it sees their
+// deletion a moment later (each informer handler runs on its own).
+var errSettling = errors.New("a FloatingIP's deletion is being applied")
+
+// heldElsewhere reports whether a FloatingIP of the pool's address exists in the cache (not being deleted).
+func (r *podReconciler) heldElsewhere(ctx context.Context, pool string, addr netip.Addr) (bool, error) {
+	list := &braidv1.FloatingIPList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
+		return false, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
+	}
+	return slices.ContainsFunc(list.Items, func(f braidv1.FloatingIP) bool {
+		ip, err := netip.ParseAddr(f.Spec.IP)
+		return err == nil && ip == addr && f.DeletionTimestamp == nil
+	}), nil
 }
 
 // controllingSet is the name and UID of the StatefulSet that controls the pod; empty when none does.

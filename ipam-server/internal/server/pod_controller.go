@@ -169,7 +169,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 			iface.Error = f.msg
 			r.fail(pod, f, pod.Annotations[assignment.Annotation])
 			retry = true
-		case errors.Is(err, errPoolLoading):
+		case errors.Is(err, errPoolLoading), errors.Is(err, errSettling):
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		case err != nil:
 			return ctrl.Result{}, err
@@ -307,7 +307,10 @@ func (r *podReconciler) serve(ctx context.Context, pod *corev1.Pod, sel podnet.S
 		if covered[is4] {
 			continue
 		}
-		f, err := r.allocate(ctx, pod, sel, eligible, is4, choice.why)
+		f, err := r.reclaim(ctx, pod, sel, prev(), is4)
+		if f == nil && err == nil {
+			f, err = r.allocate(ctx, pod, sel, eligible, is4, choice.why)
+		}
 		if err != nil {
 			return describe(got, shown, prev), err
 		}

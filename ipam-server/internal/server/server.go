@@ -242,6 +242,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 				return ok && f.Spec.Pod != "" && f.Spec.PodUID == ""
 			},
 		})).
+		WatchesRawSource(source.Channel(s.holderGone, &handler.EnqueueRequestForObject{})).
 		WatchesRawSource(source.Channel(s.poolLoaded, handler.EnqueueRequestsFromMapFunc(
 			func(ctx context.Context, o client.Object) []reconcile.Request {
 				return podsNamingPool(ctx, c, o.GetName(), defaults)

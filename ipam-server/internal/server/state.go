@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -37,11 +38,15 @@ type state struct {
 	// poolLoaded names pools just loaded into the allocator (created, or valid again), whose pods may wait for
 	// them: the pod controller serves the pods of the networks that name them.
 	poolLoaded chan event.GenericEvent
+	// holderGone names pods whose FloatingIP was deleted while it held an address, once the allocator and
+	// the pending creations have seen the deletion (the pod controller's own FloatingIP event may come first).
+	holderGone chan event.GenericEvent
 }
 
 func newState(now func() time.Time) *state {
 	return &state{alloc: allocator.New(), now: now, pending: map[string]map[string]*braidv1.FloatingIP{},
-		poolChanged: make(chan event.GenericEvent, 1024), poolLoaded: make(chan event.GenericEvent, 64)}
+		poolChanged: make(chan event.GenericEvent, 1024), poolLoaded: make(chan event.GenericEvent, 64),
+		holderGone: make(chan event.GenericEvent, 1024)}
 }
 
 // changed asks for the pool's status to be recounted; when the queue is full a recount is due anyway.
@@ -106,9 +111,15 @@ func (s *state) forget(f *braidv1.FloatingIP) {
 	_ = s.alloc.Forget(f.Spec.Pool, addr, string(f.UID), s.now())
 	s.changed(f.Spec.Pool)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if names, ok := s.pending[f.Spec.Pod]; ok {
 		delete(names, f.Name)
+	}
+	s.mu.Unlock()
+	if ns, name, ok := splitKey(f.Spec.Pod); ok && f.Status.Phase != braidv1.FloatingIPReleased {
+		select { // a standby replica runs no pod controller: when nobody takes it, the event is dropped
+		case s.holderGone <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
+		default:
+		}
 	}
 }
 
