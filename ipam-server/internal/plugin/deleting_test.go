@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/crds/shim"
+	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
 
 // holdFinalizer keeps a deleted test pod in the API server with its deletionTimestamp, as a terminating pod
@@ -158,6 +160,9 @@ func TestAddAroundPodDeletion(t *testing.T) {
 				if when.name == "before" {
 					deleteNow()
 				} else {
+					if path.name == "daemon" {
+						awaitDaemonSees(t, socket, pod) // else, on a busy machine, the daemon may never see it
+					}
 					time.AfterFunc(500*time.Millisecond, deleteNow)
 				}
 				_, took, err := execAdd(pod, path.ipamConf("gone-"+path.name, "unused", "60s"))
@@ -170,5 +175,22 @@ func TestAddAroundPodDeletion(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// awaitDaemonSees waits until the daemon's cache holds the pod.
+func awaitDaemonSees(t *testing.T, socket string, pod *corev1.Pod) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a, err := shim.AskPodAnnotation(t.Context(), socket, shim.AnnotationQuery{Namespace: pod.Namespace, Name: pod.Name,
+			Key: assignment.Annotation, After: "-", Wait: time.Millisecond})
+		if err == nil && a.Found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon has not seen pod %s/%s in 30s (%v)", pod.Namespace, pod.Name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
