@@ -124,13 +124,22 @@ type FloatingIPController struct {
 }
 
 func NewFloatingIPController(c client.Client, loaded map[string]pool.Model) *FloatingIPController {
+	return NewFloatingIPControllerWithAPI(c, c, loaded)
+}
+
+// StatefulSetAnnotation and StatefulSetUIDAnnotation name the StatefulSet a FloatingIP's ordinal belongs to.
+const StatefulSetAnnotation, StatefulSetUIDAnnotation = statefulSetAnnotation, statefulSetUIDAnnotation
+
+// NewFloatingIPControllerWithAPI is NewFloatingIPController whose reads of the API server itself (not the
+// cache) go through api.
+func NewFloatingIPControllerWithAPI(c client.Client, api client.Reader, loaded map[string]pool.Model) *FloatingIPController {
 	s := newState(time.Now)
 	for name, m := range loaded {
 		s.alloc.SetPool(name, m)
 	}
 	s.ready.Store(true)
 	reg := prometheus.NewRegistry()
-	return &FloatingIPController{&floatingIPReconciler{Client: c, state: s, metrics: NewMetrics(reg)}, reg}
+	return &FloatingIPController{&floatingIPReconciler{Client: c, api: api, state: s, metrics: NewMetrics(reg)}, reg}
 }
 
 // Reconcile reconciles the named FloatingIP once.

@@ -22,6 +22,7 @@ import (
 // reserved for a StatefulSet ordinal, or forever), and deletes released ones once their cool-down has passed.
 type floatingIPReconciler struct {
 	client.Client
+	api     client.Reader // the API server itself, uncached
 	state   *state
 	metrics *Metrics
 }
@@ -131,7 +132,17 @@ func withdraw(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 }
 
 // ordinalWanted reports whether the StatefulSet that owned the pod still exists and still wants its ordinal.
+// The cache may lag behind a scale-up (the StatefulSets' informer and the pods' are not in step), and a release
+// is for good, so a cached "not wanted" is asked of the API server again.
 func (r *floatingIPReconciler) ordinalWanted(ctx context.Context, f *braidv1.FloatingIP) (bool, error) {
+	wanted, err := ordinalWantedBy(ctx, r.Client, f)
+	if err != nil || wanted || r.api == nil {
+		return wanted, err
+	}
+	return ordinalWantedBy(ctx, r.api, f)
+}
+
+func ordinalWantedBy(ctx context.Context, c client.Reader, f *braidv1.FloatingIP) (bool, error) {
 	setName := f.Annotations[statefulSetAnnotation]
 	ns, podName, ok := splitKey(f.Spec.Pod)
 	if setName == "" || !ok {
@@ -142,7 +153,7 @@ func (r *floatingIPReconciler) ordinalWanted(ctx context.Context, f *braidv1.Flo
 		return false, nil
 	}
 	set := &appsv1.StatefulSet{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: setName}, set); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: setName}, set); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
 	replicas := int32(1)

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -56,5 +58,50 @@ func TestAReleaseRetriedIsCountedOnce(t *testing.T) {
 	}
 	if n := fc.Releases("relcount"); n != 1 {
 		t.Fatalf("releases counted %v times, want 1", n)
+	}
+}
+
+// The StatefulSet's informer and the pods' are not in step: scaled down and up again at once, the cached
+// StatefulSet may still show the lower count when its pod's deletion arrives. A release of the ordinal's
+// address is for good (it may go to another pod), so a cached "not wanted" is checked with the API server.
+func TestStaleStatefulSetDoesNotReleaseAWantedOrdinal(t *testing.T) {
+	ns := env.Namespace(t)
+	set := mkStatefulSet(t, ns, "db", 3)
+	m, err := pool.Parse(braidv1.IPPoolSpec{CIDR: "203.0.113.0/29"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "stale-203-0-113-3",
+		Annotations: map[string]string{server.StatefulSetAnnotation: "db", server.StatefulSetUIDAnnotation: string(set.UID)}},
+		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.3", Pool: "stale", Pod: ns + "/db-2", PodUID: "gone-pod-uid",
+			ReleasePolicy: braidv1.ReleaseKeepForStatefulSet}}
+	if err := k8s.Create(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), f) })
+	live, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := interceptor.NewClient(live, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			err := c.Get(ctx, key, o, opts...)
+			if s, ok := o.(*appsv1.StatefulSet); ok && err == nil {
+				s.Spec.Replicas = ptr.To[int32](2) // the cache's copy from before the scale-up
+			}
+			return err
+		},
+	})
+	fc := server.NewFloatingIPControllerWithAPI(stale, live, map[string]pool.Model{"stale": m})
+	if err := fc.Reconcile(context.Background(), f.Name); err != nil {
+		t.Fatal(err)
+	}
+	got := &braidv1.FloatingIP{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(f), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase == braidv1.FloatingIPReleased || got.Spec.PodUID != "" {
+		t.Fatalf("db-2's address: phase %q, pod UID %q; want it reserved for db-2 (phase empty, no pod UID)",
+			got.Status.Phase, got.Spec.PodUID)
 	}
 }

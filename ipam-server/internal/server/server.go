@@ -266,7 +266,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		})).
 		Watches(&appsv1.StatefulSet{}, setToFIPs).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Complete(&floatingIPReconciler{Client: c, state: s, metrics: m}); err != nil {
+		Complete(&floatingIPReconciler{Client: c, api: mgr.GetAPIReader(), state: s, metrics: m}); err != nil {
 		return err
 	}
 
