@@ -110,3 +110,36 @@ func TestOverlappingPoolsOfOneSecondKeepTheOneServing(t *testing.T) {
 		return
 	}
 }
+
+// A pool refused once it served (an older pool edited to overlap it) hands out nothing: its status says so,
+// with the addresses its FloatingIPs still hold. Before, it kept the counts of when it served, its Exhausted
+// condition saying addresses were free.
+func TestRefusedPoolsStatusCountsWhatItHolds(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "rst-old", "192.0.2.0/28")
+	time.Sleep(1100 * time.Millisecond) // creationTimestamp has whole seconds: make the order plain
+	mkPool(t, "rst-new", "198.51.100.0/28")
+	mkNAD(t, ns, "n", "rst-new")
+	startServer(t, "")
+	p := mkPod(t, ns, "p", "node-1", "n")
+	defer deletePod(t, p)
+	assignments(t, ns, "p", "net1")
+	eventually(t, 15*time.Second, "rst-new counts its holder", func() (bool, string) {
+		st := poolStatus(t, "rst-new")
+		return st.Used == 1 && st.Free == "13", fmt.Sprintf("used %d free %s", st.Used, st.Free)
+	})
+
+	old := getPool(t, "rst-old")
+	old.Spec.CIDR = "198.51.100.0/27"
+	if err := k8s.Update(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "rst-new refused, counting what it holds and nothing free", func() (bool, string) {
+		st := poolStatus(t, "rst-new")
+		ready := meta.FindStatusCondition(st.Conditions, server.ConditionReady)
+		exhausted := meta.FindStatusCondition(st.Conditions, server.ConditionExhausted)
+		ok := ready != nil && ready.Reason == "OverlapsPool" && st.Used == 1 && st.Free == "0" && st.Total == "14" &&
+			(exhausted == nil || exhausted.Status != metav1.ConditionFalse)
+		return ok, fmt.Sprintf("total %s used %d free %s ready %+v exhausted %+v", st.Total, st.Used, st.Free, ready, exhausted)
+	})
+}

@@ -67,6 +67,9 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: "InvalidSpec", Message: err.Error(), ObservedGeneration: p.Generation})
+		if err := r.refusedCounts(ctx, p.Name, "0", status); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.writeStatus(ctx, p, status)
 	}
 	older, addr, found, err := r.state.olderOverlap(ctx, r.Client, p, &m)
@@ -77,6 +80,9 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		r.state.refused.Store(p.Name, true)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reasonOverlaps, Message: overlapMessage(older, addr), ObservedGeneration: p.Generation})
+		if err := r.refusedCounts(ctx, p.Name, m.Size().String(), status); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
 	}
 	if err := r.load(ctx, p.Name, m); err != nil {
@@ -109,6 +115,24 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		}
 	}
 	return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
+}
+
+// refusedCounts gives a pool that hands out nothing its counts: total as its spec says (0 when invalid), none
+// free, and used the addresses its FloatingIPs hold; Exhausted does not apply.
+func (r *poolReconciler) refusedCounts(ctx context.Context, name, total string, status *braidv1.IPPoolStatus) error {
+	list := &braidv1.FloatingIPList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexPool: name}); err != nil {
+		return fmt.Errorf("list FloatingIPs of pool %s: %w", name, err)
+	}
+	held := map[string]bool{}
+	for _, f := range list.Items {
+		held[f.Spec.IP] = true
+	}
+	status.Total, status.Used, status.Free = total, int64(len(held)), "0"
+	meta.RemoveStatusCondition(&status.Conditions, ConditionExhausted)
+	r.metrics.PoolUsed.WithLabelValues(name).Set(float64(len(held)))
+	r.metrics.PoolFree.WithLabelValues(name).Set(0)
+	return nil
 }
 
 // load (re)loads a valid pool into the allocator; a pool seen for the first time also gets the addresses its
