@@ -48,6 +48,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		if client.IgnoreNotFound(err) == nil {
 			r.state.alloc.RemovePool(req.Name)
 			r.state.refused.Delete(req.Name)
+			r.state.parsed.Delete(req.Name)
 			r.lastWrite.Delete(req.Name)
 			r.metrics.PoolUsed.DeleteLabelValues(req.Name)
 			r.metrics.PoolFree.DeleteLabelValues(req.Name)

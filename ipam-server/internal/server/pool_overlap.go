@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -81,6 +82,7 @@ func (s *state) olderOverlap(ctx context.Context, c client.Reader, p *braidv1.IP
 
 // parsedPool is a pool's spec parsed at a generation.
 type parsedPool struct {
+	uid        types.UID
 	generation int64
 	model      pool.Model
 	err        error
@@ -89,10 +91,10 @@ type parsedPool struct {
 // parse is pool.Parse, remembered by the pool's UID and generation: pool reconciles follow every FloatingIP
 // event, and each compares its pool with every older one.
 func (s *state) parse(p *braidv1.IPPool) (pool.Model, error) {
-	if v, ok := s.parsed.Load(p.UID); ok && v.(parsedPool).generation == p.Generation {
+	if v, ok := s.parsed.Load(p.Name); ok && v.(parsedPool).uid == p.UID && v.(parsedPool).generation == p.Generation {
 		return v.(parsedPool).model, v.(parsedPool).err
 	}
 	m, err := pool.Parse(p.Spec)
-	s.parsed.Store(p.UID, parsedPool{generation: p.Generation, model: m, err: err})
+	s.parsed.Store(p.Name, parsedPool{uid: p.UID, generation: p.Generation, model: m, err: err})
 	return m, err
 }

@@ -27,7 +27,7 @@ type state struct {
 	// valid keeps its last valid model in the allocator meanwhile: its FloatingIPs keep their cool-down, and
 	// the pods holding its addresses keep them described; it hands out nothing.
 	refused sync.Map
-	parsed  sync.Map // pool UID -> parsedPool
+	parsed  sync.Map // pool name -> parsedPool (forgotten when the pool is gone)
 
 	mu      sync.Mutex
 	pending map[string]map[string]*braidv1.FloatingIP // pod key -> FloatingIP name -> object just created
