@@ -127,6 +127,9 @@ func NewFloatingIPController(c client.Client, loaded map[string]pool.Model) *Flo
 	return NewFloatingIPControllerWithAPI(c, c, loaded)
 }
 
+// NameAddress is the address a FloatingIP name derives from, if any.
+var NameAddress = nameAddress
+
 // StatefulSetAnnotation and StatefulSetUIDAnnotation name the StatefulSet a FloatingIP's ordinal belongs to.
 const StatefulSetAnnotation, StatefulSetUIDAnnotation = statefulSetAnnotation, statefulSetUIDAnnotation
 

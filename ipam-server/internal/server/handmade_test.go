@@ -39,3 +39,23 @@ func TestReservationOutsideItsPoolIsNotGivenToThePod(t *testing.T) {
 		t.Fatalf("the admin's reservation was changed or removed: %+v", fmt.Sprint(fips(t, "hm-v4")))
 	}
 }
+
+// A hand-made FloatingIP whose name is the one braid gives another address of its pool (an admin's slip:
+// named for .1, spec.ip .5) takes both: .5 by its spec, .1 by its name, which the API server refuses to give a
+// second object. Before, the pool counted .1 free, and tried to hand it out again and again.
+func TestHandMadeFloatingIPNamedForAnotherAddressHoldsBoth(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "hm2", "192.0.2.0/29") // .1 to .6
+	mkNAD(t, ns, "n", "hm2")
+	create(t, &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "hm2-192-0-2-1"}, Spec: braidv1.FloatingIPSpec{IP: "192.0.2.5", Pool: "hm2"}})
+	startServer(t, "")
+	eventually(t, 15*time.Second, "hm2 counts .1 and .5 held", func() (bool, string) {
+		st := poolStatus(t, "hm2")
+		return st.Used == 2 && st.Free == "4", fmt.Sprintf("used %d free %s", st.Used, st.Free)
+	})
+	p := mkPod(t, ns, "p", "node-1", "n")
+	defer deletePod(t, p)
+	if got := addressesOf(assignments(t, ns, "p", "net1"), "net1"); got != "192.0.2.2/29" {
+		t.Fatalf("p got %s, want 192.0.2.2/29", got)
+	}
+}

@@ -17,6 +17,20 @@ func FloatingIPName(pool string, addr netip.Addr) string {
 	return pool + "-" + strings.ReplaceAll(addr.StringExpanded(), ":", "-")
 }
 
+// nameAddress is the address whose FloatingIP name (FloatingIPName) in pool is name, if it is one.
+func nameAddress(pool, name string) (netip.Addr, bool) {
+	suffix, ok := strings.CutPrefix(name, pool+"-")
+	if !ok {
+		return netip.Addr{}, false
+	}
+	sep := map[int]string{3: ".", 7: ":"}[strings.Count(suffix, "-")]
+	addr, err := netip.ParseAddr(strings.ReplaceAll(suffix, "-", sep))
+	if sep == "" || err != nil || FloatingIPName(pool, addr) != name {
+		return netip.Addr{}, false
+	}
+	return addr, true
+}
+
 // statefulSetOrdinal splits a StatefulSet pod name "<set>-<ordinal>".
 func statefulSetOrdinal(podName string) (set string, ordinal int, ok bool) {
 	i := strings.LastIndex(podName, "-")

@@ -90,6 +90,10 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 		releasedAt = &at
 	}
 	_ = s.alloc.Observe(f.Spec.Pool, addr, string(f.UID), releasedAt)
+	if named, ok := nameAddress(f.Spec.Pool, f.Name); ok && named != addr {
+		// Named for another address (made by hand): no other FloatingIP can take that name, so it holds both.
+		_ = s.alloc.Observe(f.Spec.Pool, named, string(f.UID)+byName, nil)
+	}
 	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,6 +105,9 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 	}
 }
 
+// byName marks, in the allocator, the hold a FloatingIP named for another address has on that address.
+const byName = "/by-name"
+
 // forget applies a FloatingIP's deletion: an address it held is released now; one it had released keeps
 // its release time. Another FloatingIP of the same address (an admin's) keeps holding it.
 func (s *state) forget(f *braidv1.FloatingIP) {
@@ -109,6 +116,9 @@ func (s *state) forget(f *braidv1.FloatingIP) {
 		return
 	}
 	_ = s.alloc.Forget(f.Spec.Pool, addr, string(f.UID), s.now())
+	if named, ok := nameAddress(f.Spec.Pool, f.Name); ok && named != addr {
+		_ = s.alloc.Forget(f.Spec.Pool, named, string(f.UID)+byName, s.now())
+	}
 	s.changed(f.Spec.Pool)
 	s.mu.Lock()
 	if names, ok := s.pending[f.Spec.Pod]; ok {
