@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
 	"github.com/braid-cni/braid/meta-plugin/internal/delegate"
 )
@@ -54,6 +55,7 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	youngRecords(recordStore(c), cached, valid, log)
 	confs := gcConfs{} // network name -> the confs it was added with (two NADs' confs may carry one name)
 	for _, ca := range cached {
 		if valid[ca.ContainerID] {
@@ -173,6 +175,23 @@ func (p *Plugin) gcContainers(ctx context.Context, c *conf.Conf, args *skel.CmdA
 		}
 	}
 	return recorded, errs
+}
+
+// youngRecords makes valid the cached containers that got a record younger than gcGrace after gcContainers
+// listed the records: their ADD ran meanwhile (it saves the record before any network runs, so a cached
+// attachment read here has its record by now), and they are as young as those gcContainers keeps.
+func youngRecords(store cache.Store, cached []*libcni.NetworkAttachment, valid map[string]bool, log *slog.Logger) {
+	cutoff := time.Now().Add(-gcGrace)
+	for _, ca := range cached {
+		id := ca.ContainerID
+		if valid[id] {
+			continue
+		}
+		if at, err := store.Written(id); err == nil && at.After(cutoff) {
+			log.Info("container added during GC left for a later GC", "gc", id, "written", at)
+			valid[id] = true
+		}
+	}
 }
 
 // gcKeep is the valid attachments of each network, by network name, without repeats.

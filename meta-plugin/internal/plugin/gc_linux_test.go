@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -194,4 +195,43 @@ func (r *rig) gc(valid ...string) error {
 	r.setConf(map[string]any{"cni.dev/valid-attachments": list})
 	args := &skel.CmdArgs{StdinData: r.stdin, Path: cniBinDir}
 	return r.hostNS.Do(func(ns.NetNS) error { return r.plugin.CmdGC(args) })
+}
+
+// TestGCLeavesAContainerAddedWhileItRuns: GC goes through braid's records first and reads libcni's cache
+// after removing the stale containers, which takes a while. A container whose ADD ran in between (not in the
+// runtime's list, no record when GC listed them) is as young as one GC finds a record of: it stays. Before, GC
+// found only its cached attachments and deleted them as stale, under the running pod.
+func TestGCLeavesAContainerAddedWhileItRuns(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	stale := r.pod("stale", map[string]string{selection.NetworksAnnotation: "net-a"})
+	if _, err := r.add(stale); err != nil {
+		t.Fatalf("ADD of the stale pod: %v", err)
+	}
+	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	young := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
+	var addErr error
+	addOnce := sync.OnceFunc(func() { _, addErr = r.add(young) })
+	r.exec.setHook(func(_ context.Context, environ []string) error {
+		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID="+stale.containerID) {
+			addOnce() // the young pod's ADD, while GC removes the stale one
+		}
+		return nil
+	})
+	t.Cleanup(func() { r.exec.setHook(nil) })
+	if err := r.gc(); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if addErr != nil {
+		t.Fatalf("ADD of the young pod during GC: %v", addErr)
+	}
+	if ls := links(t, stale.netns); len(ls) != 0 {
+		t.Errorf("the stale pod has %v after GC, want nothing", keys(ls))
+	}
+	if got := keys(links(t, young.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
+		t.Errorf("the pod added during GC has %v after it, want eth0 net1", got)
+	}
+	if n := len(r.ipamFiles()); n != 3 {
+		t.Errorf("%d addresses reserved after GC, want the young pod's 3", n)
+	}
 }
