@@ -182,3 +182,25 @@ func runDaemon(t *testing.T, api *kube.Client, node string) (d *Daemon, ctx cont
 	t.Cleanup(func() { cancel(); must(t, <-done) })
 	return d, ctx, cancel
 }
+
+// A query whose asker hangs up (braid-ipam's deadline passed, or it was killed) stops waiting: nobody is left
+// for the answer. Before, it waited out its Wait (up to 2 minutes) with its goroutine, connection and watcher,
+// one more for each query braid-ipam gave up on.
+func TestPodAnnotationEndsWhenTheAskerHangsUp(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	createPod(t, ns, "asked", "node-h")
+	api, _ := api(t)
+	d, ctx, _ := runDaemon(t, api, "node-h")
+	eventually(t, "socket up and pod cached", func() bool {
+		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/asked")
+		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "asked", Key: testKey})
+		return ok && err == nil
+	})
+	askCtx, cancel := context.WithTimeout(ctx, time.Second) // the asker's deadline, far shorter than its Wait
+	defer cancel()
+	_, err := shim.AskPodAnnotation(askCtx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "asked", Key: testKey, Wait: time.Minute})
+	if err == nil {
+		t.Fatal("the asker's deadline passed and it got an answer")
+	}
+	eventually(t, "the abandoned query no longer waiting", func() bool { return d.Cache.waiters.count() == 0 })
+}

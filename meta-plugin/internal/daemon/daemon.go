@@ -89,8 +89,11 @@ func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
 		served <- shim.Serve(ctx, l, func(call context.Context, req shim.Request) ([]byte, error) {
 			if req.Command == shim.CommandPodAnnotation {
 				// Answered when the daemon stops (a CNI call in progress is finished instead): the asker
-				// then reads the API server.
-				return d.Cache.answerPodAnnotation(ctx, req.Stdin)
+				// then reads the API server. An asker that hung up is not waited for.
+				q, cancel := context.WithCancel(call)
+				defer cancel()
+				defer context.AfterFunc(ctx, cancel)()
+				return d.Cache.answerPodAnnotation(q, req.Stdin)
 			}
 			return h(call, req)
 		})
