@@ -66,6 +66,14 @@ func New(cfg Config, api *kube.Client) (*Daemon, error) {
 // a shim that comes earlier gets "try again later". On the way out it stops taking calls, lets the calls in
 // progress finish, and gives queued status writes DrainTimeout to land (the rest stay on disk).
 func (d *Daemon) Run(ctx context.Context, h shim.Handler) error {
+	unlock, err := lockStateDir(ctx, d.cfg.StateDir, d.cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := d.Status.Reload(); err != nil {
+		return err
+	}
 	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCache()
 	go d.Cache.Run(cacheCtx)

@@ -60,10 +60,21 @@ func NewStatusQueue(dir string, api Patcher, log *slog.Logger) (*StatusQueue, er
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryCap),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "braid-network-status"}),
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("status queue dir: %w", err)
+	if err := q.Reload(); err != nil {
+		return nil, err
 	}
+	return q, nil
+}
+
+// Reload makes the queue what its directory holds, as a queue made now would find it. A daemon reloads once
+// it owns the directory (lockStateDir): a previous daemon may have written and landed writes since.
+func (q *StatusQueue) Reload() error {
+	entries, err := os.ReadDir(q.dir)
+	if err != nil {
+		return fmt.Errorf("status queue dir: %w", err)
+	}
+	dir, log := q.dir, q.log
+	pending := map[string]netstatus.Write{}
 	for _, de := range entries {
 		if strings.HasPrefix(de.Name(), ".") {
 			_ = os.Remove(filepath.Join(dir, de.Name())) // an interrupted write
@@ -79,10 +90,15 @@ func NewStatusQueue(dir string, api Patcher, log *slog.Logger) (*StatusQueue, er
 			_ = os.Remove(filepath.Join(dir, de.Name()))
 			continue
 		}
-		q.pending[de.Name()] = w
-		q.queue.Add(de.Name())
+		pending[de.Name()] = w
 	}
-	return q, nil
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pending = pending
+	for k := range pending {
+		q.queue.Add(k)
+	}
+	return nil
 }
 
 // key names a pod's entry (and file): its UID, or namespace_name for a pod the runtime gave no UID for.

@@ -2,15 +2,18 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
 
@@ -182,4 +185,49 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A new daemon may be made while the old one still serves and drains (its pod terminating): a write the old
+// one accepted after the new one was made, and left on disk at its exit, is made by the new one. Before, the
+// new daemon knew only the files there when it was made, and the write waited for the next restart.
+func TestDaemonTakesOverWritesTheOldOneLeft(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	p := createPod(t, ns, "web", "node-t")
+	c, _ := api(t)
+	dir := filepath.Join(t.TempDir(), "queue")
+	cfg := Config{Socket: filepath.Join(t.TempDir(), "braid.sock"), Node: "node-t", StateDir: dir, Log: testLog(t)}
+	old, err := New(cfg, c)
+	must(t, err)
+	cfg.Socket = filepath.Join(t.TempDir(), "braid.sock")
+	d, err := New(cfg, c)
+	must(t, err)
+	// The old daemon accepts an ADD's status and exits (or is killed) before it lands.
+	must(t, old.Status.Write(t.Context(), write(p, "sandbox", `[{"name":"late","default":true}]`)))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(context.Context, shim.Request) ([]byte, error) { return nil, errors.New("not a CNI call") })
+	}()
+	t.Cleanup(func() { cancel(); must(t, <-done) })
+	eventually(t, "the old daemon's write made by the new one", func() bool {
+		v, _ := annotation(t, ns, "web")
+		return v == `[{"name":"late","default":true}]`
+	})
+}
+
+// The state directory has one daemon at a time: the next one waits until the previous one lets go (exits).
+func TestStateDirHasOneDaemonAtATime(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "queue")
+	unlock, err := lockStateDir(t.Context(), dir, testLog(t))
+	must(t, err)
+	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := lockStateDir(short, dir, testLog(t)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second daemon while the first holds the directory: %v, want to wait until its deadline", err)
+	}
+	unlock()
+	next, err := lockStateDir(t.Context(), dir, testLog(t))
+	must(t, err)
+	next()
 }
