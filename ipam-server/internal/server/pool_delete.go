@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,7 +14,7 @@ import (
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 )
 
-// poolFinalizer keeps a deleted pool while FloatingIPs of it exist, as kubernetes.io/pvc-protection keeps a
+// poolFinalizer keeps a deleted pool while pods hold addresses of it, as kubernetes.io/pvc-protection keeps a
 // claim in use: the pool's name is what guards its addresses, and a pool made meanwhile over the same CIDR
 // would hand out addresses still configured in running pods.
 const poolFinalizer = "braid.dev/floatingips"
@@ -34,14 +35,15 @@ func (r *poolReconciler) protect(ctx context.Context, p *braidv1.IPPool) error {
 	return nil
 }
 
-// deleting serves a deleted pool: it hands out nothing, and says on its status how many FloatingIPs keep it;
-// once none is left (the API server, not the cache, says so) its finalizer goes and so does the pool.
+// deleting serves a deleted pool: it hands out nothing; its FloatingIPs that hold no address for a pod go with
+// it, and its status says how many others keep it. Once none is left (the API server, not the cache, says so)
+// its finalizer goes and so does the pool.
 func (r *poolReconciler) deleting(ctx context.Context, p *braidv1.IPPool) (ctrl.Result, error) {
 	r.state.refused.Store(p.Name, true)
 	if !controllerutil.ContainsFinalizer(p, poolFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	n, err := r.floatingIPsOf(ctx, p.Name)
+	n, err := r.podsHolding(ctx, p.Name)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -58,30 +60,39 @@ func (r *poolReconciler) deleting(ctx context.Context, p *braidv1.IPPool) (ctrl.
 		status.Total, status.Used, status.Free = st.Total.String(), st.Used, st.Free.String()
 	}
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
-		Reason: reasonDeleting, ObservedGeneration: p.Generation, Message: fmt.Sprintf("the pool is deleted once its %d "+
-			"FloatingIP(s) are gone; it hands out nothing meanwhile: delete the pods holding its addresses, and the "+
-			"FloatingIPs of reservations (kubectl get floatingips)", n)})
+		Reason: reasonDeleting, ObservedGeneration: p.Generation, Message: fmt.Sprintf("the pool is deleted once the "+
+			"pods holding its addresses are gone (%d FloatingIP(s)); it hands out nothing meanwhile", n)})
 	return ctrl.Result{RequeueAfter: poolResync}, r.writeStatus(ctx, p, status)
 }
 
-// floatingIPsOf counts the FloatingIPs of a pool: from the cache, and from the API server when the cache has
-// none, since a FloatingIP just made may not show there yet.
-func (r *poolReconciler) floatingIPsOf(ctx context.Context, pool string) (int, error) {
+// podsHolding deletes the FloatingIPs of a deleted pool that hold no address for a pod (a reservation for
+// nobody or for a pod name, an address released and cooling down) and counts the others: from the cache, and
+// from the API server when the cache has none, since a FloatingIP just made may not show there yet.
+func (r *poolReconciler) podsHolding(ctx context.Context, pool string) (int, error) {
 	list := &braidv1.FloatingIPList{}
 	if err := r.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
 		return 0, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
 	}
-	if len(list.Items) > 0 {
-		return len(list.Items), nil
-	}
-	if err := r.api.List(ctx, list); err != nil {
-		return 0, fmt.Errorf("list FloatingIPs: %w", err)
+	if len(list.Items) == 0 {
+		if err := r.api.List(ctx, list); err != nil {
+			return 0, fmt.Errorf("list FloatingIPs: %w", err)
+		}
 	}
 	n := 0
-	for _, f := range list.Items {
-		if f.Spec.Pool == pool {
-			n++
+	for i := range list.Items {
+		f := &list.Items[i]
+		if f.Spec.Pool != pool {
+			continue
 		}
+		if f.Spec.PodUID != "" && f.Status.Phase != braidv1.FloatingIPReleased {
+			n++
+			continue
+		}
+		err := r.Delete(ctx, f, client.Preconditions{UID: &f.UID, ResourceVersion: &f.ResourceVersion})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("delete FloatingIP %s of deleted IPPool %s: %w", f.Name, pool, err)
+		}
+		r.state.forget(f)
 	}
 	return n, nil
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -58,4 +59,35 @@ func TestAPoolWithHoldersIsDeletedOnceTheyAreGone(t *testing.T) {
 		return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
 	})
 	assignments(t, ns, "q", "net1")
+}
+
+// A deleted pool waits only for the pods that use its addresses: its FloatingIPs that hold nothing for a pod
+// (an admin's reservation, an address released and cooling down) go with it. Before, a reservation kept a
+// deleted pool for ever, and a released address for its whole cool-down (an uninstall hung on both).
+func TestADeletedPoolTakesItsUnusedFloatingIPsAlong(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "del-r", "198.51.100.0/29", cooldown(time.Hour))
+	mkNAD(t, ns, "n", "del-r")
+	create(t, &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "del-r-198-51-100-6"},
+		Spec: braidv1.FloatingIPSpec{IP: "198.51.100.6", Pool: "del-r"}})
+	startServer(t, "")
+	p := mkPod(t, ns, "p", "node-1", "n")
+	assignments(t, ns, "p", "net1")
+
+	if err := k8s.Delete(context.Background(), getPool(t, "del-r")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: "del-r"}, &braidv1.IPPool{}); err != nil {
+		t.Fatalf("del-r went while p holds one of its addresses: %v", err)
+	}
+	deletePod(t, p)
+	eventually(t, 15*time.Second, "del-r gone, with its reservation and p's released address", func() (bool, string) {
+		err := k8s.Get(context.Background(), client.ObjectKey{Name: "del-r"}, &braidv1.IPPool{})
+		var left []string
+		for _, f := range fips(t, "del-r") {
+			left = append(left, f.Name+" "+string(f.Status.Phase))
+		}
+		return apierrors.IsNotFound(err) && len(left) == 0, fmt.Sprintf("%v; FloatingIPs %v", err, left)
+	})
 }
