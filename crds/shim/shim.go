@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -108,14 +109,22 @@ func Serve(ctx context.Context, l net.Listener, h Handler) error {
 	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var pause time.Duration
 	for {
 		conn, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("accept: %w", err)
+			if !acceptAgain(err) {
+				return fmt.Errorf("accept: %w", err)
+			}
+			// Out of file descriptors for a moment, say: wait and accept again, as net/http does.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			time.Sleep(pause)
+			continue
 		}
+		pause = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -166,6 +175,13 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	_ = conn.Close()
 	<-hungUp
 	after.run()
+}
+
+// acceptAgain: the accept failed for a reason that passes (the process or the system out of file
+// descriptors, a connection aborted before it was accepted).
+func acceptAgain(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // ErrHungUp is the cause of a call's context ending because its caller hung up before the answer.

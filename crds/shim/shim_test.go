@@ -3,9 +3,11 @@ package shim
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,5 +207,46 @@ func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
 	_ = newer.Close()
 	if _, err := os.Stat(socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after its daemon stopped: %v", err)
+	}
+}
+
+// flakyListener fails its first accepts as a process out of file descriptors does.
+type flakyListener struct {
+	net.Listener
+	fails int
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if f.fails > 0 {
+		f.fails--
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return f.Listener.Accept()
+}
+
+// Out of file descriptors for a moment (many calls at once), the daemon waits and accepts again, as net/http
+// does. Before, Serve returned, and the daemon exited with every call in progress.
+func TestServeOutlivesRunningOutOfFiles(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "run", "braid.sock")
+	l, err := Listen(t.Context(), socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(context.Background(), &flakyListener{Listener: l, fails: 3}, func(context.Context, Request) ([]byte, error) {
+			return []byte(`{}`), nil
+		})
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, hangUp, err := Call(ctx, socket, Request{Command: "ADD"})
+	if err != nil {
+		t.Fatalf("call after the accept errors: %v", err)
+	}
+	hangUp()
+	_ = l.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }
