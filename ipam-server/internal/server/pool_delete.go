@@ -67,20 +67,27 @@ func (r *poolReconciler) deleting(ctx context.Context, p *braidv1.IPPool) (ctrl.
 
 // podsHolding deletes the FloatingIPs of a deleted pool that hold no address for a pod (a reservation for
 // nobody or for a pod name, an address released and cooling down) and counts the others: from the cache, and
-// from the API server when the cache has none, since a FloatingIP just made may not show there yet.
+// from the API server when the cache shows none, since a FloatingIP just made may not show there yet.
 func (r *poolReconciler) podsHolding(ctx context.Context, pool string) (int, error) {
 	list := &braidv1.FloatingIPList{}
 	if err := r.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
 		return 0, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
 	}
-	if len(list.Items) == 0 {
-		if err := r.api.List(ctx, list); err != nil {
-			return 0, fmt.Errorf("list FloatingIPs: %w", err)
-		}
+	n, err := r.sweepUnused(ctx, pool, list.Items)
+	if err != nil || n > 0 {
+		return n, err
 	}
+	if err := r.api.List(ctx, list); err != nil {
+		return 0, fmt.Errorf("list FloatingIPs: %w", err)
+	}
+	return r.sweepUnused(ctx, pool, list.Items)
+}
+
+// sweepUnused deletes the pool's FloatingIPs among fips that hold no address for a pod and counts the others.
+func (r *poolReconciler) sweepUnused(ctx context.Context, pool string, fips []braidv1.FloatingIP) (int, error) {
 	n := 0
-	for i := range list.Items {
-		f := &list.Items[i]
+	for i := range fips {
+		f := &fips[i]
 		if f.Spec.Pool != pool {
 			continue
 		}
