@@ -148,8 +148,7 @@ func (p *Plugin) gcContainers(ctx context.Context, c *conf.Conf, args *skel.CmdA
 			continue // deleted meanwhile
 		}
 		recorded[id] = true
-		if at, err := store.Written(id); !valid[id] && err == nil && at.After(cutoff) {
-			// Its ADD may be running, after the runtime took its list: valid for this GC, stale for a later one.
+		if at, recent := addedSince(store, id, cutoff); !valid[id] && recent {
 			log.Info("container not in the valid list left for a later GC: its record is recent", "gc", id, "written", at)
 			valid[id] = true
 		}
@@ -187,11 +186,18 @@ func youngRecords(store cache.Store, cached []*libcni.NetworkAttachment, valid m
 		if valid[id] {
 			continue
 		}
-		if at, err := store.Written(id); err == nil && at.After(cutoff) {
+		if at, recent := addedSince(store, id, cutoff); recent {
 			log.Info("container added during GC left for a later GC", "gc", id, "written", at)
 			valid[id] = true
 		}
 	}
+}
+
+// addedSince reports whether container id's record was written after cutoff, and when: its ADD may be
+// running, after the runtime took its list, so it is valid for this GC and stale for a later one.
+func addedSince(store cache.Store, id string, cutoff time.Time) (time.Time, bool) {
+	at, err := store.Written(id)
+	return at, err == nil && at.After(cutoff)
 }
 
 // gcKeep is the valid attachments of each network, by network name, without repeats.
