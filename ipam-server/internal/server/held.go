@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/allocator"
@@ -120,11 +119,11 @@ var errSettling = errors.New("a FloatingIP's deletion is being applied")
 
 // heldElsewhere reports whether a FloatingIP of the pool's address exists in the cache (not being deleted).
 func (r *podReconciler) heldElsewhere(ctx context.Context, pool string, addr netip.Addr) (bool, error) {
-	list := &braidv1.FloatingIPList{}
-	if err := r.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
-		return false, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
+	fips, err := floatingIPsOf(ctx, r.Client, pool)
+	if err != nil {
+		return false, err
 	}
-	return slices.ContainsFunc(list.Items, func(f braidv1.FloatingIP) bool {
+	return slices.ContainsFunc(fips, func(f braidv1.FloatingIP) bool {
 		ip, err := netip.ParseAddr(f.Spec.IP)
 		return err == nil && ip == addr && f.DeletionTimestamp == nil
 	}), nil

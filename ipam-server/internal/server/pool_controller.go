@@ -121,12 +121,12 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 // refusedCounts gives a pool that hands out nothing its counts: total as its spec says (0 when invalid), none
 // free, and used the addresses its FloatingIPs hold; Exhausted does not apply.
 func (r *poolReconciler) refusedCounts(ctx context.Context, name, total string, status *braidv1.IPPoolStatus) error {
-	list := &braidv1.FloatingIPList{}
-	if err := r.List(ctx, list, client.MatchingFields{indexPool: name}); err != nil {
-		return fmt.Errorf("list FloatingIPs of pool %s: %w", name, err)
+	fips, err := floatingIPsOf(ctx, r.Client, name)
+	if err != nil {
+		return err
 	}
 	held := map[string]bool{}
-	for _, f := range list.Items {
+	for _, f := range fips {
 		held[f.Spec.IP] = true
 	}
 	status.Total, status.Used, status.Free = total, int64(len(held)), "0"
@@ -143,14 +143,14 @@ func (r *poolReconciler) load(ctx context.Context, name string, m pool.Model) er
 	if !r.state.alloc.SetPool(name, m) {
 		return nil
 	}
-	list := &braidv1.FloatingIPList{}
-	if err := r.List(ctx, list, client.MatchingFields{indexPool: name}); err != nil {
+	fips, err := floatingIPsOf(ctx, r.Client, name)
+	if err != nil {
 		// Unloaded again, so that the retry loads the pool with its addresses, and announces it.
 		r.state.alloc.RemovePool(name)
-		return fmt.Errorf("list FloatingIPs of pool %s: %w", name, err)
+		return err
 	}
-	for i := range list.Items {
-		r.state.observe(&list.Items[i])
+	for i := range fips {
+		r.state.observe(&fips[i])
 	}
 	r.state.loaded(ctx, name)
 	return nil

@@ -69,14 +69,15 @@ func (r *poolReconciler) deleting(ctx context.Context, p *braidv1.IPPool) (ctrl.
 // nobody or for a pod name, an address released and cooling down) and counts the others: from the cache, and
 // from the API server when the cache shows none, since a FloatingIP just made may not show there yet.
 func (r *poolReconciler) podsHolding(ctx context.Context, pool string) (int, error) {
-	list := &braidv1.FloatingIPList{}
-	if err := r.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
-		return 0, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
+	fips, err := floatingIPsOf(ctx, r.Client, pool)
+	if err != nil {
+		return 0, err
 	}
-	n, err := r.sweepUnused(ctx, pool, list.Items)
+	n, err := r.sweepUnused(ctx, pool, fips)
 	if err != nil || n > 0 {
 		return n, err
 	}
+	list := &braidv1.FloatingIPList{}
 	if err := r.api.List(ctx, list); err != nil {
 		return 0, fmt.Errorf("list FloatingIPs: %w", err)
 	}

@@ -43,6 +43,15 @@ const (
 	indexStatefulSet = "statefulset" // namespace/name of the StatefulSet that owned the pod
 )
 
+// floatingIPsOf lists the FloatingIPs of a pool that c (the cache) holds.
+func floatingIPsOf(ctx context.Context, c client.Reader, pool string) ([]braidv1.FloatingIP, error) {
+	list := &braidv1.FloatingIPList{}
+	if err := c.List(ctx, list, client.MatchingFields{indexPool: pool}); err != nil {
+		return nil, fmt.Errorf("list FloatingIPs of IPPool %s: %w", pool, err)
+	}
+	return list.Items, nil
+}
+
 // Options configure the server.
 type Options struct {
 	// LeaderElection makes replicas safe: only the leader reconciles.
