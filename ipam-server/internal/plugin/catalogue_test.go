@@ -48,6 +48,8 @@ func TestCatalogue(t *testing.T) {
 		"IPAM-10": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/exec.kubeconfig"}`},
 		"IPAM-11": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "DIR/nocontext.kubeconfig"}`},
 		"IPAM-12": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "KUBECONFIG", "daemonSocket": "braid.sock"}`},
+		"IPAM-13": {ipam: `{"type": "braid-ipam", "pools": ["mgmt"], "kubeconfig": "KUBECONFIG", "routes": [{"dst": "0.0.0.0/0"}]}`},
+		"IPAM-14": {ipam: `{"type": "braid-ipam", "pool": ["mgmt"], "kubeconfig": "KUBECONFIG"}`},
 	}
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "exec.kubeconfig"), []byte(`apiVersion: v1

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/validate/content"
 
 	"github.com/braid-cni/braid/crds/shim"
+	"github.com/braid-cni/braid/ipam-server/internal/podnet"
 )
 
 // DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
@@ -58,6 +59,13 @@ func parseConf(stdin []byte) (*Conf, error) {
 	}
 	if c.IPAM.Type != "braid-ipam" {
 		return nil, bad("ipam.type", fmt.Sprintf("is %q, want \"braid-ipam\"", c.IPAM.Type))
+	}
+	var raw struct {
+		IPAM json.RawMessage `json:"ipam"`
+	}
+	_ = json.Unmarshal(stdin, &raw) // decoded above already
+	if key, fix := podnet.UnknownIPAMKey(raw.IPAM); key != "" {
+		return nil, bad("ipam"+podnet.KeyPath(key), fix)
 	}
 	if len(c.IPAM.Pools) == 0 {
 		return nil, bad("ipam.pools", `must name at least one IPPool, e.g. "pools": ["mgmt-rack1"]`)

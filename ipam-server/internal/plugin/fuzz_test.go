@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"regexp"
@@ -12,8 +13,8 @@ import (
 )
 
 var (
-	// invalidField is how a rejected value names its field (CNI code 7).
-	invalidField = regexp.MustCompile(`^braid-ipam: (?:ipam\.type|ipam\.pools(?:\[\d+\])?|ipam\.kubeconfig|ipam\.timeout): \S`)
+	// invalidField is how a rejected value or key names its field (CNI code 7).
+	invalidField = regexp.MustCompile(`^braid-ipam: ipam(?:\.pools\[\d+\]|\.[A-Za-z0-9_-]+|\[".*"\]): \S`)
 	// decodeField is how a value of the wrong JSON type names its field (CNI code 6); "network config" is the
 	// whole document.
 	decodeField = regexp.MustCompile(`^braid-ipam: ([^: ]+|network config): \S`)
@@ -68,6 +69,17 @@ func FuzzParseConf(f *testing.F) {
 		}
 		if c.IPAM.Timeout == "" && c.IPAM.timeout != DefaultTimeout {
 			t.Fatalf("parseConf(%q) has timeout %s without ipam.timeout", stdin, c.IPAM.timeout)
+		}
+		var doc struct {
+			IPAM map[string]json.RawMessage `json:"ipam"`
+		}
+		_ = json.Unmarshal(stdin, &doc)
+		for k := range doc.IPAM {
+			switch strings.ToLower(k) {
+			case "type", "pools", "kubeconfig", "daemonsocket", "timeout":
+			default:
+				t.Fatalf("parseConf(%q) accepted the ipam key %q, which braid-ipam does not read", stdin, k)
+			}
 		}
 	})
 }

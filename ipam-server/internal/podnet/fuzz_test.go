@@ -71,7 +71,7 @@ func FuzzParseSelections(f *testing.F) {
 
 // braidIPAMField is how BraidIPAM names what is wrong after "spec.config: ": the braid-ipam section's pools,
 // or the whole document when it is not a JSON object.
-var braidIPAMField = regexp.MustCompile(`^(?:(?:plugins\[\d+\]\.)?ipam(?:\.(?:pools(?:\[\d+\])?|type|kubeconfig|timeout))?: \S|not a JSON object)`)
+var braidIPAMField = regexp.MustCompile(`^(?:(?:plugins\[\d+\]\.)?ipam(?:\.(?:pools(?:\[\d+\])?|[A-Za-z0-9_-]+)|\[".*"\])?: \S|not a JSON object)`)
 
 // FuzzBraidIPAM feeds arbitrary spec.config text to the server's search for a braid-ipam section. A rejection
 // names the braid-ipam section's field (or says the document is not a JSON object) and concerns a network

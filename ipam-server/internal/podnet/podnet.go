@@ -179,6 +179,9 @@ func parseIPAM(field string, raw json.RawMessage) (IPAMConf, error) {
 		}
 		return IPAMConf{}, fmt.Errorf("spec.config: %s: %w", field, err)
 	}
+	if key, fix := UnknownIPAMKey(raw); key != "" {
+		return IPAMConf{}, fmt.Errorf("spec.config: %s%s: %s", field, KeyPath(key), fix)
+	}
 	if len(c.Pools) == 0 {
 		return IPAMConf{}, fmt.Errorf("spec.config: %s.pools: braid-ipam needs at least one IPPool name", field)
 	}

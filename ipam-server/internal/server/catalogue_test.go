@@ -74,6 +74,7 @@ func TestCatalogue(t *testing.T) {
 		"NAD-EV-05":  {networks: "invalid", nads: map[string]string{"invalid": braidIPAMNAD(`["cat-overlap"]`)}},
 		"NAD-EV-06":  {networks: "rack9", nads: map[string]string{"rack9": braidIPAMNAD(`["cat-rack9"]`)}, node: "cat-node"},
 		"NAD-EV-07":  {networks: "half", nads: map[string]string{"half": braidIPAMNAD(`["cat-static", "no-such-v6"]`)}},
+		"NAD-EV-08":  {networks: "rangeipam", nads: map[string]string{"rangeipam": `{"cniVersion": "1.0.0", "type": "macvlan", "ipam": {"type": "braid-ipam", "pools": ["cat-static"], "range": "192.0.2.0/24"}}`}},
 		"POOL-ST-01": {pool: "cidr: 2001:db8:1::/64\nranges: [{start: \"2001:db8:1::9\", end: \"2001:db8:1::1\"}]"},
 		"POOL-ST-02": {pool: "cidr: 192.0.2.0/24\nranges: [{start: 192.0.2.10, end: 192.0.2.100}, {start: 192.0.2.50, end: 192.0.2.150}]"},
 		"POOL-ST-03": {pool: "cidr: 192.0.2.0/24\nreuseCooldown: -5s"},
