@@ -146,6 +146,10 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		conf, uses, err := r.braidIPAM(ctx, sel)
 		var bad *failure
 		if errors.As(err, &bad) {
+			if kept, ok := r.keepServed(pod, sel, held[sel.Interface], bad); ok {
+				result.Interfaces[sel.Interface] = kept
+				continue
+			}
 			result.Interfaces[sel.Interface] = assignment.Interface{Network: sel.Key(), Error: bad.msg}
 			r.fail(pod, bad, pod.Annotations[assignment.Annotation])
 			retry = true // until the NAD is fixed
@@ -191,6 +195,20 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{RequeueAfter: retryFailed}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// keepServed: when the network's NAD has become one the server refuses, an interface that was served and
+// still holds its addresses keeps them, described as before (its node reads them again for CHECK and for a new
+// sandbox), and the pod is told once; only the interfaces that come after it fail. Retrying cannot help it.
+func (r *podReconciler) keepServed(pod *corev1.Pod, sel podnet.Selection, held []braidv1.FloatingIP, bad *failure) (assignment.Interface, bool) {
+	was := previous(pod, sel.Interface)
+	if len(held) == 0 || len(was.Addresses) == 0 || was.Error != "" || was.Network != sel.Key() {
+		return assignment.Interface{}, false
+	}
+	if r.warnOnce(pod, "nad/"+sel.Interface, bad.reason, bad.msg+"; interface "+sel.Interface+" keeps the addresses it holds") {
+		r.metrics.Failures.WithLabelValues(bad.reason).Inc()
+	}
+	return was, true
 }
 
 // servable: the pod is bound to a node and neither going away nor finished, so its addresses are due.
