@@ -155,3 +155,10 @@ func (f *FloatingIPController) Reconcile(ctx context.Context, name string) error
 func (f *FloatingIPController) Releases(pool string) float64 {
 	return max(gauge(f.reg, "braid_ipam_releases_total", pool), 0)
 }
+
+// PodsHolding counts the FloatingIPs that keep a deleted pool, as the pool controller does before it removes
+// the pool's finalizer, with cache as its cached client and api as the API server.
+func PodsHolding(ctx context.Context, cache client.Client, api client.Reader, pool string) (int, error) {
+	r := &poolReconciler{Client: cache, api: api, state: newState(time.Now), metrics: NewMetrics(prometheus.NewRegistry())}
+	return r.podsHolding(ctx, pool)
+}

@@ -91,3 +91,33 @@ func TestADeletedPoolTakesItsUnusedFloatingIPsAlong(t *testing.T) {
 		return apierrors.IsNotFound(err) && len(left) == 0, fmt.Sprintf("%v; FloatingIPs %v", err, left)
 	})
 }
+
+// A deleted pool's finalizer goes only when the API server, not the cache alone, shows no FloatingIP bound to a
+// pod: one the allocator has just made may not be in the cache yet, and the pool would go while it is held.
+func TestADeletedPoolsHoldersAreCountedFromTheAPIServerWhenTheCacheShowsNone(t *testing.T) {
+	ns := env.Namespace(t)
+	mkPool(t, "del-lag", "203.0.113.0/29")
+	held := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "del-lag-203-0-113-2"},
+		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.2", Pool: "del-lag", Pod: ns + "/p", PodUID: "uid-of-p", Interface: "net1", Network: ns + "/n"}}
+	create(t, held)
+	n, err := server.PodsHolding(context.Background(), lagging{k8s}, k8s, "del-lag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("pods holding del-lag's addresses, its cache lagging: %d, want 1", n)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: held.Name}, &braidv1.FloatingIP{}); err != nil {
+		t.Errorf("the held FloatingIP: %v, want it kept", err)
+	}
+}
+
+// lagging is a cache that has not seen any FloatingIP yet.
+type lagging struct{ client.Client }
+
+func (l lagging) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*braidv1.FloatingIPList); ok {
+		return nil
+	}
+	return l.Client.List(ctx, list, opts...)
+}
