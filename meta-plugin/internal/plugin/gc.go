@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -90,12 +91,22 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 			keep.add(n, a.ContainerID, a.IfName)
 		}
 		for _, list := range confs[n] {
-			if err := e.cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: keep[n]}); err != nil {
+			if err := p.pluginsGC(ctx, e, list, keep[n]); err != nil {
 				errs = append(errs, fmt.Errorf("gc network %s: %w", n, err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pluginsGC tells the plugins of list which of the network's attachments stay valid (CNI 1.1 GC). It runs
+// libcni's GCNetworkList with a cache directory that holds no attachments: given braid's, GCNetworkList reads
+// the cache once more and deletes every attachment of the network not in valid, and by then that includes the
+// attachments of a container whose ADD ran after GC read the cache (deleteStale has deleted the stale ones,
+// each with its own conf).
+func (p *Plugin) pluginsGC(ctx context.Context, e *env, list *libcni.NetworkConfigList, valid []types.GCAttachment) error {
+	cni := libcni.NewCNIConfigWithCacheDir(e.cni.Path, filepath.Join(e.c.CNIDir, "no-attachments"), p.deps.Exec)
+	return cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: valid})
 }
 
 // gcConfs is the distinct confs of each network name.

@@ -235,3 +235,49 @@ func TestGCLeavesAContainerAddedWhileItRuns(t *testing.T) {
 		t.Errorf("%d addresses reserved after GC, want the young pod's 3", n)
 	}
 }
+
+// TestGCLeavesAContainerAddedWhileItCollects: a container whose ADD runs while GC deletes the stale attachments
+// only libcni's cache knows (after GC read that cache) is as young as any GC leaves. Before, the networks' GC
+// (libcni's GCNetworkList, which reads the cache again and deletes every attachment of the network not in the
+// list it is given) deleted the young container's eth0 and net1 under the running pod, and freed their addresses.
+func TestGCLeavesAContainerAddedWhileItCollects(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	master, err := os.ReadFile(r.confPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A leftover of a container braid has no record of: only libcni's cache knows it.
+	if err := os.MkdirAll(filepath.Join(r.dir, "cni", "results"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r.writeFile(filepath.Join(r.dir, "cni", "results", "cbr0-c0ffee-eth0"), `{"kind":"cniCacheV1","containerId":"c0ffee","config":"`+
+		encodeB64(string(master))+`","ifName":"eth0","networkName":"cbr0","result":{"cniVersion":"1.1.0"}}`)
+	young := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
+	var addErr error
+	addOnce := sync.OnceFunc(func() { _, addErr = r.add(young) })
+	r.exec.setHook(func(_ context.Context, environ []string) error {
+		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID=c0ffee") {
+			addOnce() // the young pod's ADD, while GC deletes the leftover
+		}
+		return nil
+	})
+	t.Cleanup(func() { r.exec.setHook(nil) })
+	if err := r.gc(); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if addErr != nil {
+		t.Fatalf("ADD of the young pod during GC: %v", addErr)
+	}
+	if got := keys(links(t, young.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
+		t.Errorf("the pod added during GC has %v after it, want eth0 net1", got)
+	}
+	if n := len(r.ipamFiles()); n != 3 {
+		t.Errorf("%d addresses reserved after GC, want the young pod's 3", n)
+	}
+	for _, f := range r.cacheFiles() {
+		if strings.Contains(f, "c0ffee") {
+			t.Errorf("the leftover's cache file %s survived GC", f)
+		}
+	}
+}
