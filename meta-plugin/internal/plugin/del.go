@@ -157,6 +157,8 @@ func (p *Plugin) gather(ctx context.Context, e *env) ([]*attachment, bool, error
 		if a.Master {
 			first = append(first, a)
 		} else {
+			// plan gives every extra network this device-info path; a copy made there goes with the attachment.
+			a.DeviceInfoFile = e.dev.CNIPath(ca.Network, e.args.ContainerID, ca.IfName)
 			last = append(last, a)
 		}
 	}

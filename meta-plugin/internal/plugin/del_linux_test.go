@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/crds/selection"
 )
@@ -82,6 +85,39 @@ func TestGCRemovesACorruptRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(record); !os.IsNotExist(err) {
 		t.Errorf("corrupt record survived GC: %v", err)
+	}
+	r.assertGone(p)
+}
+
+// TestDelFromLibcnisCacheAloneRemovesDeviceInfo: braid's record is gone and so is the pod, so DEL knows the
+// SR-IOV network only from libcni's cache. The device-info copy braid made for it goes too (its path is in the
+// cached runtimeConfig). Before, DEL removed the interface and left the copy behind for good.
+func TestDelFromLibcnisCacheAloneRemovesDeviceInfo(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.sriovNetwork("vf-cached")
+	p := r.pod("vf-cached", map[string]string{selection.NetworksAnnotation: "sriov-a"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	copies := func() []string {
+		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
+		return m
+	}
+	if len(copies()) != 1 {
+		t.Fatalf("device-info copies after ADD: %v, want one", copies())
+	}
+	if err := os.Remove(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: r.ns}}
+	if err := suiteEnv.Client.Delete(t.Context(), obj, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if left := copies(); len(left) != 0 {
+		t.Errorf("device-info copies left after DEL: %v", left)
 	}
 	r.assertGone(p)
 }
