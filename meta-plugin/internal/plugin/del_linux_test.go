@@ -121,3 +121,37 @@ func TestDelFromLibcnisCacheAloneRemovesDeviceInfo(t *testing.T) {
 	}
 	r.assertGone(p)
 }
+
+// TestDelRebuiltFromThePodKeepsItsCNIArgsAndDevice: braid's record and libcni's cache are gone, so DEL rebuilds
+// the network from the pod. Its delegates get the config ADD gave them: the pod's cni-args in "args", and the
+// device the pod names in "deviceID" and "pciBusID" (host-device finds the device to give back only there).
+// Before, DEL ran the NAD's bare config, without either.
+func TestDelRebuiltFromThePodKeepsItsCNIArgsAndDevice(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.standardNADs()
+	p := r.pod("cniargs", map[string]string{selection.NetworksAnnotation: `[{"name":"net-a","cni-args":{"role":"probe"},"deviceID":"0000:18:02.5"}]`})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(r.dir, "cni")); err != nil {
+		t.Fatal(err)
+	}
+	r.exec.reset()
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	calls, _ := r.exec.reset()
+	var got map[string]any
+	for _, c := range calls {
+		if c.plugin == "macvlan" && c.command == "DEL" {
+			got = c.stdin
+		}
+	}
+	args, _ := got["args"].(map[string]any)
+	cni, _ := args["cni"].(map[string]any)
+	if cni["role"] != "probe" || got["deviceID"] != "0000:18:02.5" || got["pciBusID"] != "0000:18:02.5" {
+		t.Errorf("macvlan's DEL got args %v, deviceID %v, pciBusID %v; want the pod's cni-args and device as ADD had them",
+			got["args"], got["deviceID"], got["pciBusID"])
+	}
+	r.assertGone(p)
+}

@@ -104,6 +104,12 @@ func (p *Plugin) planForDelete(ctx context.Context, e *env, kube Kube, pod *core
 			e.log.Warn("network cannot be resolved for DEL", "network", a.Network, "err", err)
 			continue
 		}
+		// The delegates get the config ADD gave them: the pod's cni-args, and the device it names (host-device
+		// finds the device to give back only in the config). A device the kubelet assigned is not known any more.
+		if list, err = delegate.Customize(list, a.elem.CNIArgs, a.elem.DeviceID); err != nil {
+			e.log.Warn("network cannot be resolved for DEL", "network", a.Network, "err", err)
+			continue
+		}
 		a.list = list
 		a.Config = list.Bytes
 		a.DeviceInfoFile = e.dev.CNIPath(list.Name, e.args.ContainerID, a.IfName)
