@@ -80,7 +80,7 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 	for _, n := range slices.Sorted(maps.Keys(confs)) {
 		// Each stale attachment goes with the conf it was added with; one whose DEL failed stays, its resources
 		// kept from the plugins' GC too, for the next GC to try again.
-		failed, delErrs := deleteStale(ctx, e.cni, n, cached, valid)
+		failed, delErrs := deleteStale(ctx, e, n, cached, valid)
 		errs = append(errs, delErrs...)
 		if !masters[n] && len(unknown) > 0 {
 			log.Warn("network's plugins not garbage-collected: running containers braid did not attach may use it",
@@ -222,8 +222,9 @@ func (k gcKeep) add(network, containerID, ifName string) {
 }
 
 // deleteStale deletes the cached attachments of the network that are not valid, each with the conf it was added
-// with (as libcni's GC does with one conf for them all), and returns those whose DEL failed.
-func deleteStale(ctx context.Context, cni *libcni.CNIConfig, network string, cached []*libcni.NetworkAttachment,
+// with (as libcni's GC does with one conf for them all), and the device-info copy braid made for each (as DEL
+// does), and returns those whose DEL failed.
+func deleteStale(ctx context.Context, e *env, network string, cached []*libcni.NetworkAttachment,
 	valid map[string]bool) ([]*libcni.NetworkAttachment, []error) {
 	var failed []*libcni.NetworkAttachment
 	var errs []error
@@ -234,11 +235,16 @@ func deleteStale(ctx context.Context, cni *libcni.CNIConfig, network string, cac
 		list, err := cachedConf(ca)
 		if err == nil {
 			rt := &libcni.RuntimeConf{ContainerID: ca.ContainerID, NetNS: ca.NetNS, IfName: ca.IfName, Args: ca.CniArgs, CapabilityArgs: ca.CapabilityArgs}
-			err = cni.DelNetworkList(ctx, list, rt)
+			err = e.cni.DelNetworkList(ctx, list, rt)
 		}
 		if err != nil {
 			failed = append(failed, ca)
 			errs = append(errs, fmt.Errorf("gc network %s: delete stale attachment %s %s: %w", network, ca.ContainerID, ca.IfName, err))
+			continue
+		}
+		// plan gives every extra network this path; the cluster network's attachment has none, which is fine.
+		if err := e.dev.Remove(e.dev.CNIPath(ca.Network, ca.ContainerID, ca.IfName)); err != nil {
+			errs = append(errs, fmt.Errorf("gc network %s: stale attachment %s %s: %w", network, ca.ContainerID, ca.IfName, err))
 		}
 	}
 	return failed, errs

@@ -281,3 +281,32 @@ func TestGCLeavesAContainerAddedWhileItCollects(t *testing.T) {
 		}
 	}
 }
+
+// TestGCRemovesTheDeviceInfoOfAStaleAttachmentOnlyTheCacheKnows: a stale container whose record is gone is known
+// to GC only from libcni's cache. GC deletes its SR-IOV attachment and the device-info copy braid made for it.
+// Before, the interface went and the copy under devinfo/cni stayed for good.
+func TestGCRemovesTheDeviceInfoOfAStaleAttachmentOnlyTheCacheKnows(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.sriovNetwork("vf-stale")
+	p := r.pod("vf-stale", map[string]string{selection.NetworksAnnotation: "sriov-a"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	copies := func() []string {
+		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
+		return m
+	}
+	if len(copies()) != 1 {
+		t.Fatalf("device-info copies after ADD: %v, want one", copies())
+	}
+	if err := os.Remove(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.gc(); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if left := copies(); len(left) != 0 {
+		t.Errorf("device-info copies left after GC: %v", left)
+	}
+	r.assertGone(p)
+}
