@@ -87,6 +87,7 @@ func (p *Plugin) GC(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log *
 				"network", n, "containers", unknown)
 			continue
 		}
+		keepYoungRecords(recordStore(c), keep, valid, log)
 		for _, a := range failed {
 			keep.add(n, a.ContainerID, a.IfName)
 		}
@@ -200,6 +201,40 @@ func youngRecords(store cache.Store, cached []*libcni.NetworkAttachment, valid m
 		if at, recent := addedSince(store, id, cutoff); recent {
 			log.Info("container added during GC left for a later GC", "gc", id, "written", at)
 			valid[id] = true
+		}
+	}
+}
+
+// keepYoungRecords makes valid, and keeps every attachment of, the containers with a record younger than gcGrace
+// that are not valid yet. Their ADD may be running: it saves the record before the first plugin runs, and
+// libcni caches a network's result only once its plugins are done, so for now only the record knows what the
+// plugins are setting up, which their GC must not free. It runs just before the plugins' GC, to leave as short
+// a window as it can.
+func keepYoungRecords(store cache.Store, keep gcKeep, valid map[string]bool, log *slog.Logger) {
+	ids, err := store.List()
+	if err != nil {
+		log.Warn("attachment records unreadable; containers added during GC may be missing from the plugins' GC", "err", err)
+		return
+	}
+	cutoff := time.Now().Add(-gcGrace)
+	for _, id := range ids {
+		if valid[id] {
+			continue
+		}
+		at, recent := addedSince(store, id, cutoff)
+		if !recent {
+			continue
+		}
+		rec, err := store.Load(id)
+		if err != nil || rec == nil {
+			continue // half a record is never seen (Save renames); a deleted one was deleted by its DEL
+		}
+		log.Info("container added during GC left for a later GC", "gc", id, "written", at)
+		valid[id] = true
+		for _, ca := range rec.Attachments {
+			if list, err := libcni.ConfListFromBytes(ca.Config); err == nil {
+				keep.add(list.Name, id, ca.IfName)
+			}
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 )
 
 // TestGCSparesContainersAttachedBeforeBraid: a pod that Multus attached before braid replaced it (its own
@@ -309,4 +310,57 @@ func TestGCRemovesTheDeviceInfoOfAStaleAttachmentOnlyTheCacheKnows(t *testing.T)
 		t.Errorf("device-info copies left after GC: %v", left)
 	}
 	r.assertGone(p)
+}
+
+// TestGCTellsThePluginsOfAContainerWhoseADDRuns: a container's ADD saves its record, then runs the cluster
+// network's plugins; libcni caches the result only when they are done. A GC that reads libcni's cache in
+// between, without the container in the runtime's list, must still list the container's attachment as valid
+// to the cluster network's plugins, or a plugin that implements GC (an IPAM) frees what the ADD is setting up.
+// Before, only records that existed when GC listed them, and cached attachments, counted.
+func TestGCTellsThePluginsOfAContainerWhoseADDRuns(t *testing.T) {
+	r := newRig(t, "1.1.0")
+	r.standardNADs()
+	stale := r.pod("stale", map[string]string{selection.NetworksAnnotation: "net-a"})
+	if _, err := r.add(stale); err != nil {
+		t.Fatalf("ADD of the stale pod: %v", err)
+	}
+	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	master, err := os.ReadFile(r.confPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const young = "cadd1n9"
+	saveOnce := sync.OnceFunc(func() {
+		// What ADD saves before its first plugin runs.
+		rec := &cache.Record{ContainerID: young, Attachments: []cache.Attachment{{Network: "cbr0", IfName: "eth0", Master: true, Config: master}}}
+		if err := (cache.Store{Dir: filepath.Join(r.dir, "cni", "attachments")}).Save(rec); err != nil {
+			t.Error(err)
+		}
+	})
+	r.exec.setHook(func(_ context.Context, environ []string) error {
+		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID="+stale.containerID) {
+			saveOnce() // the young container's ADD starts while GC removes the stale one
+		}
+		return nil
+	})
+	t.Cleanup(func() { r.exec.setHook(nil) })
+	r.exec.reset()
+	if err := r.gc(); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	calls, _ := r.exec.reset()
+	var gcs int
+	for _, c := range calls {
+		if c.command != "GC" || c.plugin != "bridge" {
+			continue
+		}
+		gcs++
+		valid, _ := json.Marshal(c.stdin["cni.dev/valid-attachments"])
+		if !strings.Contains(string(valid), young) {
+			t.Errorf("the cluster network's GC got valid attachments %s, want the container whose ADD runs (%s)", valid, young)
+		}
+	}
+	if gcs == 0 {
+		t.Error("the cluster network's plugins got no GC")
+	}
 }
