@@ -229,8 +229,10 @@ func (r *floatingIPReconciler) expire(ctx context.Context, f *braidv1.FloatingIP
 	return ctrl.Result{}, r.delete(ctx, f)
 }
 
+// delete deletes the FloatingIP as it was when the release was decided: one changed since (rebound to its pod's
+// successor by the pod controller, or taken over) is a conflict, and the release is decided again.
 func (r *floatingIPReconciler) delete(ctx context.Context, f *braidv1.FloatingIP) error {
-	err := r.Delete(ctx, f, client.Preconditions{UID: &f.UID})
+	err := r.Delete(ctx, f, client.Preconditions{UID: &f.UID, ResourceVersion: &f.ResourceVersion})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete FloatingIP %s: %w", f.Name, err)
 	}

@@ -105,3 +105,50 @@ func TestStaleStatefulSetDoesNotReleaseAWantedOrdinal(t *testing.T) {
 			got.Status.Phase, got.Spec.PodUID)
 	}
 }
+
+// A release with no cool-down deletes the FloatingIP. The decision is taken on the cached object; when the
+// pod controller rebinds it meanwhile (the StatefulSet scaled up again, its pod back), the delete must not take
+// the address from the pod now configured with it: another pod could be given it at once.
+func TestAReleaseDoesNotDeleteAFloatingIPRebound(t *testing.T) {
+	ns := env.Namespace(t)
+	set := mkStatefulSet(t, ns, "db", 2) // db-2 is not wanted
+	m, err := pool.Parse(braidv1.IPPoolSpec{CIDR: "203.0.113.0/29", ReuseCooldown: &metav1.Duration{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "rebound-203-0-113-4",
+		Annotations: map[string]string{server.StatefulSetAnnotation: "db", server.StatefulSetUIDAnnotation: string(set.UID)}},
+		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.4", Pool: "rebound", Pod: ns + "/db-2", PodUID: "gone-pod-uid",
+			ReleasePolicy: braidv1.ReleaseKeepForStatefulSet}}
+	if err := k8s.Create(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), f) })
+	live, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	racing := interceptor.NewClient(live, interceptor.Funcs{
+		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
+			// The pod controller wins the race: it rebinds the FloatingIP to the new db-2.
+			cur := &braidv1.FloatingIP{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(o), cur); err != nil {
+				return err
+			}
+			cur.Spec.PodUID = "new-pod-uid"
+			if err := c.Update(ctx, cur); err != nil {
+				return err
+			}
+			return c.Delete(ctx, o, opts...)
+		},
+	})
+	fc := server.NewFloatingIPController(racing, map[string]pool.Model{"rebound": m})
+	_ = fc.Reconcile(context.Background(), f.Name) // fails, or is retried: the object is not the one decided on
+	got := &braidv1.FloatingIP{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(f), got); err != nil {
+		t.Fatalf("FloatingIP rebound to the new db-2 was deleted: %v", err)
+	}
+	if got.Spec.PodUID != "new-pod-uid" {
+		t.Fatalf("FloatingIP bound to %q, want the new db-2", got.Spec.PodUID)
+	}
+}
