@@ -162,3 +162,6 @@ func PodsHolding(ctx context.Context, cache client.Client, api client.Reader, po
 	r := &poolReconciler{Client: cache, api: api, state: newState(time.Now), metrics: NewMetrics(prometheus.NewRegistry())}
 	return r.podsHolding(ctx, pool)
 }
+
+// SetClock makes the controller read the time from now.
+func (f *FloatingIPController) SetClock(now func() time.Time) { f.r.state.now = now }

@@ -201,13 +201,23 @@ func (r *floatingIPReconciler) release(ctx context.Context, f *braidv1.FloatingI
 		cooldown = poolResync // marked Released: expire looks again once the pool may have a model
 	}
 	f.Status.Phase = braidv1.FloatingIPReleased
-	f.Status.ReleasedAt = &metav1.Time{Time: r.state.now()}
+	f.Status.ReleasedAt = &metav1.Time{Time: wholeSecondAfter(r.state.now())}
 	if err := r.Status().Update(ctx, f); err != nil {
 		return ctrl.Result{}, fmt.Errorf("release FloatingIP %s: %w", f.Name, err)
 	}
 	r.metrics.Releases.WithLabelValues(f.Spec.Pool).Inc()
 	r.state.observe(f)
 	return ctrl.Result{RequeueAfter: cooldown}, nil
+}
+
+// wholeSecondAfter is t rounded up to a whole second. status.releasedAt keeps whole seconds only (the rest is
+// cut when it is written): recorded as it is, a release late in its second would count from up to a second
+// before it happened, and its address could be reused before the pool's whole cool-down has passed.
+func wholeSecondAfter(t time.Time) time.Time {
+	if whole := t.Truncate(time.Second); !whole.Equal(t) {
+		return whole.Add(time.Second)
+	}
+	return t
 }
 
 // expire deletes a released FloatingIP once its pool's cool-down has passed.
