@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -174,18 +173,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 	if err != nil {
 		return fmt.Errorf("FloatingIP informer: %w", err)
 	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { observeObj(s, o) },
-		UpdateFunc: func(_, o any) { observeObj(s, o) },
-		DeleteFunc: func(o any) {
-			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
-			}
-			if f, ok := o.(*braidv1.FloatingIP); ok {
-				s.forget(f)
-			}
-		},
-	}); err != nil {
+	if _, err := inf.AddEventHandler(s.informerHandler()); err != nil {
 		return fmt.Errorf("FloatingIP handler: %w", err)
 	}
 

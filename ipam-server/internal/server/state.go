@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -102,6 +103,31 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 		if len(names) == 0 {
 			delete(s.pending, f.Spec.Pod)
 		}
+	}
+}
+
+// informerHandler applies the FloatingIP informer's events to the state.
+func (s *state) informerHandler() toolscache.ResourceEventHandlerFuncs {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) { observeObj(s, o) },
+		UpdateFunc: func(old, o any) {
+			// A relist (the watch broke) reports a FloatingIP deleted and made again meanwhile, under the same
+			// name, as an update to an object of another UID: the old one is gone, and what only it held is free.
+			was, okOld := old.(*braidv1.FloatingIP)
+			cur, okCur := o.(*braidv1.FloatingIP)
+			if okOld && okCur && was.UID != cur.UID {
+				s.forget(was)
+			}
+			observeObj(s, o)
+		},
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if f, ok := o.(*braidv1.FloatingIP); ok {
+				s.forget(f)
+			}
+		},
 	}
 }
 
