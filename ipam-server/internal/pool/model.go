@@ -70,6 +70,8 @@ func Parse(spec braidv1.IPPoolSpec) (Model, error) {
 	switch {
 	case err != nil:
 		return Model{}, field.Invalid(path.Child("cidr"), spec.CIDR, "must be exactly one CIDR, e.g. 192.0.2.0/24 or 2001:db8:1::/64")
+	case prefix.Addr().Is4In6():
+		return Model{}, field.Invalid(path.Child("cidr"), spec.CIDR, notMapped)
 	case prefix.Masked() != prefix:
 		return Model{}, field.Invalid(path.Child("cidr"), spec.CIDR, "must be a network address with no host bits set, e.g. "+prefix.Masked().String())
 	}
@@ -143,15 +145,26 @@ func Parse(spec braidv1.IPPoolSpec) (Model, error) {
 	for i, r := range spec.Routes {
 		p := path.Child("routes").Index(i)
 		dst, err := netip.ParsePrefix(r.Dst)
-		if err != nil || dst.Addr().Is4() != prefix.Addr().Is4() {
+		switch {
+		case err != nil || dst.Addr().Is4() != prefix.Addr().Is4():
 			errs = append(errs, field.Invalid(p.Child("dst"), r.Dst, "must be a CIDR of the same IP family as cidr "+spec.CIDR))
+			continue
+		case dst.Addr().Is4In6():
+			errs = append(errs, field.Invalid(p.Child("dst"), r.Dst, notMapped))
 			continue
 		}
 		route := Route{Dst: dst.Masked()}
 		if r.GW != "" {
 			gw, err := netip.ParseAddr(r.GW)
-			if err != nil || gw.Is4() != prefix.Addr().Is4() {
+			switch {
+			case err != nil || gw.Is4() != prefix.Addr().Is4():
 				errs = append(errs, field.Invalid(p.Child("gw"), r.GW, "must be an IP address of the same IP family as cidr "+spec.CIDR))
+				continue
+			case gw.Is4In6():
+				errs = append(errs, field.Invalid(p.Child("gw"), r.GW, notMapped))
+				continue
+			case gw.Zone() != "":
+				errs = append(errs, field.Invalid(p.Child("gw"), r.GW, "must not carry a zone (%"+gw.Zone()+"): a CNI result has no place for it"))
 				continue
 			}
 			route.GW = gw
@@ -160,6 +173,10 @@ func Parse(spec braidv1.IPPoolSpec) (Model, error) {
 	}
 	return m, errs.ToAggregate()
 }
+
+// notMapped refuses an IPv4-mapped IPv6 prefix or address: CNI results carry Go's net.IP, which prints it as
+// IPv4, so ::ffff:0:0/96 would reach the pod as the IPv4 default route 0.0.0.0/0.
+const notMapped = "must not be IPv4-mapped (::ffff:a.b.c.d): a CNI result turns it into IPv4; write IPv4 in an IPv4 pool"
 
 // disjoint drops every prefix that another one contains. Two prefixes are either disjoint or nested, so what
 // is left never overlaps, and Size can subtract each one once.

@@ -119,6 +119,15 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"gateway other family", braidv1.IPPoolSpec{CIDR: "192.0.2.0/24", Gateway: "2001:db8::1"}, "spec.gateway", "same IP family"},
 		{"route gw other family", braidv1.IPPoolSpec{CIDR: "192.0.2.0/24",
 			Routes: []braidv1.Route{{Dst: "0.0.0.0/0", GW: "2001:db8::1"}}}, "spec.routes[0].gw", "same IP family"},
+		// IPv4-mapped IPv6 prefixes and addresses come out of every CNI result as IPv4 (Go's net.IP formatting):
+		// ::ffff:0:0/96 would become an IPv4 default route.
+		{"v4-mapped cidr", braidv1.IPPoolSpec{CIDR: "::ffff:192.0.2.0/120"}, "spec.cidr", "IPv4-mapped"},
+		{"v4-mapped route", braidv1.IPPoolSpec{CIDR: "2001:db8::/64",
+			Routes: []braidv1.Route{{Dst: "::ffff:0:0/96"}}}, "spec.routes[0].dst", "IPv4-mapped"},
+		{"v4-mapped route gw", braidv1.IPPoolSpec{CIDR: "2001:db8::/64",
+			Routes: []braidv1.Route{{Dst: "2001:db8:1::/64", GW: "::ffff:192.0.2.1"}}}, "spec.routes[0].gw", "IPv4-mapped"},
+		{"route gw with zone", braidv1.IPPoolSpec{CIDR: "2001:db8::/64",
+			Routes: []braidv1.Route{{Dst: "2001:db8:1::/64", GW: "fe80::1%eth0"}}}, "spec.routes[0].gw", "zone"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
