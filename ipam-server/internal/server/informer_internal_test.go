@@ -36,3 +36,16 @@ func TestAFloatingIPReplacedWhileTheWatchWasBrokenFreesItsAddress(t *testing.T) 
 		t.Fatalf("203.0.113.9 is held although both its FloatingIPs are gone: %v", err)
 	}
 }
+
+// A FloatingIP created here and deleted before the cache showed it leaves no entry for its pod behind (one per
+// such pod, for the life of the process).
+func TestAFloatingIPGoneBeforeTheCacheSawItLeavesNoPendingEntry(t *testing.T) {
+	s := newState(time.Now)
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "one-203-0-113-9", UID: "uid-1"},
+		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.9", Pool: "one", Pod: "ns/p", PodUID: "a"}}
+	s.created(f)
+	s.informerHandler().OnDelete(f)
+	if n := len(s.pending); n != 0 {
+		t.Errorf("pending entries after the FloatingIP went: %d (%v), want none", n, s.pending)
+	}
+}

@@ -96,6 +96,12 @@ func (s *state) observe(f *braidv1.FloatingIP) {
 		_ = s.alloc.Observe(f.Spec.Pool, named, string(f.UID)+byName, nil)
 	}
 	s.changed(f.Spec.Pool)
+	s.dropPending(f)
+}
+
+// dropPending forgets a FloatingIP created here once the cache shows it or it is gone, and its pod's entry with
+// its last one.
+func (s *state) dropPending(f *braidv1.FloatingIP) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if names, ok := s.pending[f.Spec.Pod]; ok {
@@ -146,11 +152,7 @@ func (s *state) forget(f *braidv1.FloatingIP) {
 		_ = s.alloc.Forget(f.Spec.Pool, named, string(f.UID)+byName, s.now())
 	}
 	s.changed(f.Spec.Pool)
-	s.mu.Lock()
-	if names, ok := s.pending[f.Spec.Pod]; ok {
-		delete(names, f.Name)
-	}
-	s.mu.Unlock()
+	s.dropPending(f)
 	if ns, name, ok := splitKey(f.Spec.Pod); ok && f.Status.Phase != braidv1.FloatingIPReleased {
 		select { // a standby replica runs no pod controller: when nobody takes it, the event is dropped
 		case s.holderGone <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
