@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -266,6 +267,7 @@ func isMultus(pluginType string) bool { return pluginType == "multus" || pluginT
 // runtime never reads half a conf and braid never half a token. The file gets mode even when its content is
 // current (written by an older braid, or changed by hand).
 func writeIfChanged(path string, b []byte, mode os.FileMode) (bool, error) {
+	removeInterruptedWrites(path)
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 		if err := ensureMode(path, mode); err != nil {
 			return false, fmt.Errorf("write %s: %w", path, err)
@@ -287,6 +289,24 @@ func writeIfChanged(path string, b []byte, mode os.FileMode) (bool, error) {
 		return false, fmt.Errorf("write %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// removeInterruptedWrites removes the temporary files of writes of path that never reached their rename: the
+// installer was killed in between (OOM-killed while copying the 40 MB braid-ipam, say). Each one is a whole
+// copy, and a crash-looping installer would otherwise fill the host's disk with them. The installer is the only
+// writer of its files on a node, so none of them belongs to a write in progress.
+func removeInterruptedWrites(path string) {
+	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+"."
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if ok && rest != "" && strings.Trim(rest, "0123456789") == "" { // os.CreateTemp's random part
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // ensureMode sets path's permission bits when they differ; only then, because a chmod is a file event for

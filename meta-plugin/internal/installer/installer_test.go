@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -347,5 +348,31 @@ func TestHalfWrittenMasterKeepsTheConf(t *testing.T) {
 		if got := clusterNetwork(); got != master {
 			t.Errorf("with the cluster network's conf %q, braid's conf has clusterNetwork %s, want %s", partial, got, master)
 		}
+	}
+}
+
+// TestWriteRemovesInterruptedWrites: the temporary copies an installer killed before its rename left (each a
+// whole binary) are removed by the next write of the same file, also when its content is current; other
+// files, even of similar names, stay.
+func TestWriteRemovesInterruptedWrites(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "braid"), "current")
+	for _, name := range []string{".braid.123456", ".braid.987", ".braid-ipam.555", ".braid.kubeconfig.42", "braid.1", ".braid.x1"} {
+		write(t, filepath.Join(dir, name), "left")
+	}
+	if _, err := writeIfChanged(filepath.Join(dir, "braid"), []byte("current"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{".braid-ipam.555", ".braid.kubeconfig.42", ".braid.x1", "braid", "braid.1"}
+	if !slices.Equal(names, want) {
+		t.Errorf("files after writing braid: %v, want %v", names, want)
 	}
 }
