@@ -4,8 +4,8 @@
 // Key names follow Multus wherever they mean the same thing, so a Multus configuration can be turned into a
 // braid one by changing its type: clusterNetwork, defaultNetworks, delegates, kubeconfig, confDir, cniDir,
 // binDir, readinessindicatorfile, namespaceIsolation, globalNamespaces, systemNamespaces, multusNamespace,
-// logFile, logLevel, logToStderr. Keys braid adds: podResourcesSocket, deviceInfoDir,
-// podLookupTimeoutSeconds, readinessTimeoutSeconds.
+// logFile, logLevel, logToStderr, and logOptions (with a warning); Multus' auxiliaryCNIChainName is refused.
+// Keys braid adds: podResourcesSocket, deviceInfoDir, podLookupTimeoutSeconds, readinessTimeoutSeconds.
 package conf
 
 import (
@@ -137,6 +137,10 @@ type Conf struct {
 	LogFile     string `json:"logFile"`
 	LogLevel    string `json:"logLevel"`
 	LogToStderr bool   `json:"logToStderr"`
+	// LogOptions is Multus' log rotation, which braid does not do: accepted with a warning.
+	LogOptions json.RawMessage `json:"logOptions,omitempty"`
+	// AuxiliaryCNIChainName is Multus' auxiliary CNI chain, which braid does not run: refused when set.
+	AuxiliaryCNIChainName string `json:"auxiliaryCNIChainName,omitempty"`
 
 	PodResourcesSocket      string `json:"podResourcesSocket"`
 	DeviceInfoDir           string `json:"deviceInfoDir"`
@@ -207,6 +211,15 @@ func (c *Conf) validate() error {
 		// As Multus does: clusterNetwork wins and delegates are not used, not even checked.
 		c.Warnings = append(c.Warnings, "delegates: ignored, because clusterNetwork is set (as in Multus); remove one of them")
 		c.Delegates = nil
+	}
+	if c.AuxiliaryCNIChainName != "" {
+		// Multus runs the confs of this chain after every attachment; ignoring it would silently leave every
+		// pod without what they set up (a service mesh's redirection, say).
+		return fieldErr("auxiliaryCNIChainName", "braid does not run Multus' auxiliary CNI chain %q; add its plugins to "+
+			"the cluster network's conflist (or to the NADs' configs) and remove this key", c.AuxiliaryCNIChainName)
+	}
+	if len(c.LogOptions) > 0 && string(c.LogOptions) != "null" {
+		c.Warnings = append(c.Warnings, "logOptions: ignored, braid does not rotate logFile (Multus does); rotate it with logrotate")
 	}
 	for i, d := range c.Delegates {
 		if err := validateDelegate(fmt.Sprintf("delegates[%d]", i), d); err != nil {

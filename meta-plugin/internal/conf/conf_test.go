@@ -106,6 +106,12 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("ValidAttachments = %v", c.ValidAttachments)
 			}
 		}},
+		{"Multus log rotation is warned about", `{` + base + `,"clusterNetwork":"/d","logFile":"/var/log/braid.log",
+			"logOptions":{"maxAge":5,"maxSize":100,"maxBackups":5,"compress":true},"auxiliaryCNIChainName":""}`, func(t *testing.T, c *Conf) {
+			if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], "logOptions: ignored") {
+				t.Errorf("warnings = %q, want one about logOptions", c.Warnings)
+			}
+		}},
 		{"runtime config kept for the master", `{` + base + `,"clusterNetwork":"/d","capabilities":{"portMappings":true},
 			"runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":8080,"protocol":"tcp"}]}}`, func(t *testing.T, c *Conf) {
 			if !c.Capabilities["portMappings"] || c.RuntimeConfig["portMappings"] == nil {
@@ -152,6 +158,9 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{"bad multusNamespace", `{` + base + `,"clusterNetwork":"/x","multusNamespace":"Kube_System"}`, "multusNamespace"},
 		{"bad clusterNetworkNamespace", `{` + base + `,"clusterNetwork":"/x","clusterNetworkNamespace":"Kube_System"}`, "clusterNetworkNamespace"},
 		{"namespace names differ", `{` + base + `,"clusterNetwork":"/x","multusNamespace":"a","clusterNetworkNamespace":"b"}`, "multusNamespace"},
+		// Multus runs this chain after every attachment (OpenShift's vendor-cni-chain, istio-cni); braid does not, and
+		// ignoring it would leave every pod without what the chain sets up.
+		{"Multus auxiliary chain", `{` + base + `,"clusterNetwork":"/x","auxiliaryCNIChainName":"vendor-cni-chain"}`, "auxiliaryCNIChainName"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

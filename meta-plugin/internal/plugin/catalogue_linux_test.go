@@ -89,6 +89,7 @@ func TestCatalogue(t *testing.T) {
 		"CONF-11": {conf: map[string]any{"globalNamespaces": "default,Bad NS"}},
 		"CONF-12": {conf: map[string]any{"multusNamespace": "kube-system", "clusterNetworkNamespace": "braid-system"}},
 		"CONF-13": {conf: map[string]any{"daemonSocket": "run/braid.sock"}},
+		"CONF-14": {conf: map[string]any{"auxiliaryCNIChainName": "vendor-cni-chain"}},
 	}
 	catalogue.Run(t, cases, func(t *testing.T, row catalogue.Row, c addCase) {
 		row.ExpectInput(t, c.input())
