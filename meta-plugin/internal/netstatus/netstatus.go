@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -42,6 +43,9 @@ type Status struct {
 	DNS          *DNS              `json:"dns,omitempty"`
 	DeviceInfo   *nadv1.DeviceInfo `json:"device-info,omitempty"`
 	DefaultRoute []string          `json:"default-route,omitempty"`
+	// Gateway lists the gateways of the attachment's default routes, requested or not, under the key Multus
+	// writes (the NAD client's NetworkStatus.Gateway), for consumers that read that.
+	Gateway []string `json:"gateway,omitempty"`
 }
 
 // Input describes one attachment's outcome.
@@ -103,12 +107,13 @@ func Build(in Input) (Status, error) {
 	if d := r.DNS; len(d.Nameservers)+len(d.Search)+len(d.Options) > 0 || d.Domain != "" {
 		st.DNS = &DNS{Nameservers: d.Nameservers, Domain: d.Domain, Search: d.Search, Options: d.Options}
 	}
-	if in.HoldsDefaultRoute {
-		for _, rt := range r.Routes {
-			if rt != nil && IsDefault(rt.Dst) && rt.GW != nil {
-				st.DefaultRoute = append(st.DefaultRoute, rt.GW.String())
-			}
+	for _, rt := range r.Routes {
+		if rt != nil && IsDefault(rt.Dst) && rt.GW != nil {
+			st.Gateway = append(st.Gateway, rt.GW.String())
 		}
+	}
+	if in.HoldsDefaultRoute {
+		st.DefaultRoute = slices.Clone(st.Gateway)
 	}
 	return st, nil
 }

@@ -53,10 +53,16 @@ func TestBuild(t *testing.T) {
 				{"master with default route", Input{Name: "cbr0", IfName: "eth0", Result: result(t, v, bridgeResult), Default: true, HoldsDefaultRoute: true},
 					Status{Name: "cbr0", Interface: "eth0", IPs: []string{"203.0.113.5", "2001:db8:1::5"}, MAC: "0a:58:c0:00:02:05", MTU: 1500,
 						Default: true, DNS: &DNS{Nameservers: []string{"203.0.113.53"}, Search: []string{"example.com"}},
-						DefaultRoute: []string{"203.0.113.1", "2001:db8:1::1"}}},
-				{"master whose default route moved away", Input{Name: "cbr0", IfName: "eth0", Result: result(t, v, bridgeResult), Default: true},
+						DefaultRoute: []string{"203.0.113.1", "2001:db8:1::1"}, Gateway: []string{"203.0.113.1", "2001:db8:1::1"}}},
+				// "gateway" is Multus' key: the default routes' gateways of every attachment, requested or not.
+				{"master without a default-route request", Input{Name: "cbr0", IfName: "eth0", Result: result(t, v, bridgeResult), Default: true},
 					Status{Name: "cbr0", Interface: "eth0", IPs: []string{"203.0.113.5", "2001:db8:1::5"}, MAC: "0a:58:c0:00:02:05", MTU: 1500,
-						Default: true, DNS: &DNS{Nameservers: []string{"203.0.113.53"}, Search: []string{"example.com"}}}},
+						Default: true, DNS: &DNS{Nameservers: []string{"203.0.113.53"}, Search: []string{"example.com"}},
+						Gateway: []string{"203.0.113.1", "2001:db8:1::1"}}},
+				{"extra network with its own default route", Input{Name: "ns/net-b", IfName: "net2", Result: result(t, v,
+					`{"cniVersion":"%s","interfaces":[{"name":"net2","sandbox":"/p"}],"ips":[{"address":"198.51.100.7/24","interface":0}],
+					"routes":[{"dst":"0.0.0.0/0","gw":"198.51.100.1"},{"dst":"0.0.0.0/0"}]}`)},
+					Status{Name: "ns/net-b", Interface: "net2", IPs: []string{"198.51.100.7"}, Gateway: []string{"198.51.100.1"}}},
 				{"macvlan with device info", Input{Name: "ns/net-a", IfName: "net1", DeviceInfo: dev, Result: result(t, v,
 					`{"cniVersion":"%s","interfaces":[{"name":"net1","mac":"02:00:00:00:00:20","sandbox":"/p"}],"ips":[{"address":"198.51.100.20/24","interface":0}]}`)},
 					Status{Name: "ns/net-a", Interface: "net1", IPs: []string{"198.51.100.20"}, MAC: "02:00:00:00:00:20", DeviceInfo: dev}},
@@ -100,6 +106,14 @@ func TestEncodeKeepsSpecKeys(t *testing.T) {
 	var theirs []nadv1.NetworkStatus
 	if err := jsonUnmarshal(s, &theirs); err != nil || theirs[0].Interface != "eth0" || !theirs[0].Default {
 		t.Fatalf("NAD client type reads %+v, %v", theirs, err)
+	}
+	// Multus writes the attachment's default gateways as "gateway", which the NAD client's type reads.
+	s, err = Encode([]Status{{Name: "cbr0", Interface: "eth0", Default: true, Gateway: []string{"192.0.2.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := jsonUnmarshal(s, &theirs); err != nil || !cmp.Equal(theirs[0].Gateway, []string{"192.0.2.1"}) {
+		t.Fatalf("NAD client type reads %+v from %s, %v; want gateway [192.0.2.1]", theirs, s, err)
 	}
 }
 

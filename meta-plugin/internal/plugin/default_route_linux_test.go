@@ -28,6 +28,12 @@ func TestDefaultRouteFromTheAttachmentsOwnRoutes(t *testing.T) {
 	if sts := r.status(p); len(sts) != 2 || !cmp.Equal(sts[1].DefaultRoute, []string{"192.0.2.1"}) {
 		t.Errorf("status = %+v, want net1's default-route [192.0.2.1]", sts)
 	}
+	// Multus' "gateway" (the NAD client's NetworkStatus.Gateway) says where each interface's default routes go,
+	// after the move: IPv4's is gone from eth0, IPv6's stays.
+	if sts := r.status(p); len(sts) != 2 || !cmp.Equal(sts[0].Gateway, []string{"2001:db8:1::1"}) ||
+		!cmp.Equal(sts[1].Gateway, []string{"192.0.2.1"}) {
+		t.Errorf("status = %+v, want gateway [2001:db8:1::1] on eth0 and [192.0.2.1] on net1", sts)
+	}
 	if err := r.del(p); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
@@ -46,6 +52,10 @@ func TestDefaultRouteIPv6(t *testing.T) {
 	slices.Sort(routes)
 	if want := []string{"eth0 via 203.0.113.1", "net1 via 2001:db8:5::1"}; !cmp.Equal(routes, want) {
 		t.Errorf("default routes = %v, want %v", routes, want)
+	}
+	if sts := r.status(p); len(sts) != 2 || !cmp.Equal(sts[0].Gateway, []string{"203.0.113.1"}) ||
+		!cmp.Equal(sts[1].Gateway, []string{"2001:db8:5::1"}) {
+		t.Errorf("status = %+v, want gateway [203.0.113.1] on eth0 and [2001:db8:5::1] on net1, as Multus writes them", sts)
 	}
 	if err := r.check(p); err != nil {
 		t.Errorf("CHECK: %v", err)
