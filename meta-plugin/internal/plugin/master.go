@@ -72,9 +72,9 @@ func (r *resolver) master(ctx context.Context, pod *corev1.Pod) (*attachment, er
 			return nil, perr
 		}
 		a.Network = el.Ref()
-		a.list, _, err = r.nadList(ctx, a.field, el.Namespace, el.Name)
+		a.list, a.resource, err = r.nadList(ctx, a.field, el.Namespace, el.Name)
 	case c.ClusterNAD != nil:
-		a.list, _, a.Network, err = r.namedNetwork(ctx, a.field, c.ClusterNetwork, *c.ClusterNAD)
+		a.list, a.resource, a.Network, err = r.namedNetwork(ctx, a.field, c.ClusterNetwork, *c.ClusterNAD)
 	case len(c.Delegates) > 0:
 		a.field = "delegates[0]"
 		a.list, err = delegate.FromBytes(c.FirstDelegate(), "", a.field)

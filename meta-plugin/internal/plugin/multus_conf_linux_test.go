@@ -103,3 +103,38 @@ func statusNames(r *rig, p *pod) []string {
 	}
 	return names
 }
+
+// TestClusterNetworkNADGetsItsDevice: as in Multus (getNetDelegate hands the resource map to
+// getKubernetesDelegate), a clusterNetwork NAD with k8s.v1.cni.cncf.io/resourceName gets the pod's device of
+// that resource in "deviceID" of its config, so that an SR-IOV cluster network finds its VF.
+func TestClusterNetworkNADGetsItsDevice(t *testing.T) {
+	r := newRig(t, "1.0.0")
+	r.sriovNetwork("vf-master")
+	var c map[string]any
+	if err := json.Unmarshal(r.stdin, &c); err != nil {
+		t.Fatal(err)
+	}
+	r.setConf(map[string]any{"clusterNetwork": r.ns + "/sriov-a", "podResourcesSocket": c["podResourcesSocket"]})
+	p := r.pod("vf-master", nil)
+	r.exec.reset()
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	calls, _ := r.exec.reset()
+	var got *execCall
+	for i := range calls {
+		if calls[i].plugin == "macvlan" && calls[i].command == "ADD" && calls[i].ifName == "eth0" {
+			got = &calls[i]
+		}
+	}
+	if got == nil {
+		t.Fatalf("macvlan ADD on eth0 not run; calls %+v", calls)
+	}
+	if got.stdin["deviceID"] != "0000:18:02.1" {
+		t.Errorf("the cluster network's delegate got deviceID %v, want the kubelet's device 0000:18:02.1", got.stdin["deviceID"])
+	}
+	if err := r.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	r.assertGone(p)
+}

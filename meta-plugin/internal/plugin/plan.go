@@ -23,7 +23,9 @@ func (p *Plugin) plan(ctx context.Context, e *env, kube Kube, pod *corev1.Pod) (
 	if err != nil {
 		return nil, err
 	}
-	var reqs []device.Request
+	// The cluster network's NAD may name a resource too (an SR-IOV cluster network), and, as in Multus, takes
+	// the first device of it.
+	reqs := []device.Request{{Network: m.Network, Resource: m.resource}}
 	for _, a := range extras {
 		if a.list, a.resource, err = r.extraList(ctx, a); err != nil {
 			return nil, err
@@ -37,6 +39,15 @@ func (p *Plugin) plan(ctx context.Context, e *env, kube Kube, pod *corev1.Pod) (
 	if err != nil {
 		return nil, err
 	}
+	if ids[0] != "" {
+		// As Multus does for the master plugin: the device goes into its config only, not into runtimeConfig,
+		// which is the runtime's own for the cluster network.
+		if m.list, err = delegate.Customize(m.list, nil, ids[0]); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.field, err)
+		}
+		m.Config = m.list.Bytes
+	}
+	ids = ids[1:]
 	defer func() {
 		if err != nil {
 			p.removeDeviceInfo(e, extras) // copied before the failure
