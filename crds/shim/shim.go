@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -135,12 +136,25 @@ func Serve(ctx context.Context, l net.Listener, h Handler) error {
 
 func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	var req Request
-	if err := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req); err != nil {
-		resp := Response{Error: types.NewError(types.ErrDecodingFailure, "braid daemon: undecodable request: "+err.Error(), "")}
+	// The caller sends its request as soon as it is connected; one that does not (stopped half way) is not
+	// waited for beyond requestWait, or such callers would pile up, each holding a file descriptor.
+	_ = conn.SetReadDeadline(time.Now().Add(requestWait))
+	in := &io.LimitedReader{R: conn, N: maxRequest}
+	if err := json.NewDecoder(in).Decode(&req); err != nil {
+		msg := "braid daemon: undecodable request: " + err.Error()
+		switch {
+		case in.N == 0:
+			msg = fmt.Sprintf("braid daemon: request larger than %d MiB (the conf with its delegates, the CNI_ARGS and the GC list must stay below)", maxRequest>>20)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			msg = fmt.Sprintf("braid daemon: no request within %v of connecting", requestWait)
+		}
+		resp := Response{Error: types.NewError(types.ErrDecodingFailure, msg, "")}
+		_ = conn.SetWriteDeadline(time.Now().Add(requestWait))
 		_ = json.NewEncoder(conn).Encode(resp)
 		_ = conn.Close()
 		return
 	}
+	_ = conn.SetReadDeadline(time.Time{})
 	after := &afterReply{}
 	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, afterReplyKey{}, after))
 	defer cancel(nil)
@@ -158,7 +172,7 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 		}
 	}()
 	var resp Response
-	out, err := h(ctx, req)
+	out, err := handle(ctx, h, req)
 	answered.Store(true)
 	switch {
 	case err != nil:
@@ -174,7 +188,26 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 	}
 	_ = conn.Close()
 	<-hungUp
-	after.run()
+	after.run(req)
+}
+
+// handle runs one call; a panic in it (a bug one pod's input ran into) becomes the call's error, so that it
+// fails that call only and not the daemon, which serves every pod's calls on the node.
+func handle(ctx context.Context, h Handler, req Request) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = panicked(req, r)
+		}
+	}()
+	return h(ctx, req)
+}
+
+// panicked reports a recovered panic on the daemon's stderr, with its stack, and returns it as the call's
+// error.
+func panicked(req Request, r any) error {
+	err := fmt.Errorf("braid daemon: internal error: panic in %s of container %s: %v", req.Command, req.ContainerID, r)
+	fmt.Fprintf(os.Stderr, "%v\n%s", err, debug.Stack())
+	return err
 }
 
 // acceptAgain: the accept failed for a reason that passes (the process or the system out of file
@@ -190,6 +223,9 @@ var ErrHungUp = errors.New("the caller hung up before the answer (the runtime ga
 // hangUpWait bounds how long after-reply work waits for the caller to hang up.
 const hangUpWait = 2 * time.Second
 
+// requestWait bounds how long the daemon waits for a caller's request after it connected.
+const requestWait = 10 * time.Second
+
 type afterReplyKey struct{}
 
 type afterReply struct {
@@ -203,13 +239,20 @@ func (a *afterReply) pending() bool {
 	return len(a.fns) > 0
 }
 
-func (a *afterReply) run() {
+func (a *afterReply) run(req Request) {
 	a.mu.Lock()
 	fns := a.fns
 	a.fns = nil
 	a.mu.Unlock()
 	for _, f := range fns {
-		f()
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					_ = panicked(req, r)
+				}
+			}()
+			f()
+		}()
 	}
 }
 
@@ -244,6 +287,13 @@ func Call(ctx context.Context, socket string, req Request) (result []byte, hangU
 		_ = conn.SetDeadline(d)
 	}
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		// The daemon may have refused the request before reading all of it (one larger than maxRequest):
+		// its answer says why, and is more use to the runtime than the broken pipe.
+		var resp Response
+		if json.NewDecoder(conn).Decode(&resp) == nil && resp.Error != nil {
+			hangUp()
+			return nil, nil, resp.Error
+		}
 		hangUp()
 		return nil, nil, types.NewError(types.ErrTryAgainLater, "braid daemon: sending the call: "+err.Error(), "")
 	}

@@ -1,7 +1,9 @@
 package shim
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -249,4 +251,70 @@ func TestServeOutlivesRunningOutOfFiles(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+}
+
+// A call that panics (a bug met by one pod's odd input) fails with a CNI error for its caller; the daemon,
+// and with it every other pod's CNI on the node, keeps serving. Before, the panic ended the daemon.
+func TestPanicInACallFailsOnlyThatCall(t *testing.T) {
+	socket := serve(t, func(ctx context.Context, req Request) ([]byte, error) {
+		switch req.Command {
+		case "ADD":
+			var m map[string]string
+			m["boom"] = "x" // a nil map: panics
+		case "DEL":
+			AfterReply(ctx, func() { panic("after-reply work panicked") })
+		}
+		return []byte(`{}`), nil
+	})
+	_, _, err := Call(t.Context(), socket, Request{Command: "ADD", ContainerID: "c1"})
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "panic") ||
+		!strings.Contains(te.Msg, "ADD") || !strings.Contains(te.Msg, "c1") {
+		t.Fatalf("ADD error = %#v, want code 999 naming the panic, the command and the container", err)
+	}
+	_, hangUp, err := Call(t.Context(), socket, Request{Command: "DEL"})
+	if err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	hangUp()
+	_, hangUp, err = Call(t.Context(), socket, Request{Command: "CHECK"})
+	if err != nil {
+		t.Fatalf("a call after the panics: %v", err)
+	}
+	hangUp()
+}
+
+// A caller that connects and sends nothing (a shim stopped half way) is answered with an error and hung up
+// on after requestWait, so that such callers do not pile up and hold the daemon's file descriptors.
+func TestSilentCallerIsHungUpOn(t *testing.T) {
+	socket := serve(t, func(context.Context, Request) ([]byte, error) { return nil, nil })
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		t.Fatalf("no answer to a silent caller: %v", err)
+	}
+	if resp.Error == nil || !strings.Contains(resp.Error.Msg, "no request") {
+		t.Errorf("answer = %+v, want an error saying no request came", resp)
+	}
+}
+
+// A request larger than maxRequest is refused with an error saying so (not a JSON syntax error), and the
+// daemon serves the next call.
+func TestOversizedRequestIsRefusedNamingTheLimit(t *testing.T) {
+	socket := serve(t, func(context.Context, Request) ([]byte, error) { return []byte(`{}`), nil })
+	_, _, err := Call(t.Context(), socket, Request{Command: "ADD", Stdin: bytes.Repeat([]byte("x"), maxRequest)})
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrDecodingFailure || !strings.Contains(te.Msg, "16 MiB") {
+		t.Fatalf("error = %#v, want code %d naming the 16 MiB limit", err, types.ErrDecodingFailure)
+	}
+	_, hangUp, err := Call(t.Context(), socket, Request{Command: "ADD"})
+	if err != nil {
+		t.Fatalf("a call after the oversized one: %v", err)
+	}
+	hangUp()
 }
