@@ -106,7 +106,8 @@ type Deps struct {
 	Kube func(kubeconfig string) (Kube, error)
 	// Devices builds the PodResources client for the conf's socket path.
 	Devices func(socket string) Devices
-	// Exec runs delegate plugins; nil means libcni's default (fork/exec, plugin stderr to ours).
+	// Exec runs delegate plugins; nil means fork/exec as libcni does, plugin stderr to ours, a delegate
+	// whose call ended killed with the processes it started (delegateExec).
 	Exec invoke.Exec
 	// SetDefaultRoute moves the pod's default route; nil means route.SetDefault.
 	SetDefaultRoute func(netnsPath, ifName string, gws []netip.Addr) error
@@ -134,6 +135,9 @@ func New(deps Deps) *Plugin {
 	}
 	if deps.SetDefaultRoute == nil {
 		deps.SetDefaultRoute = route.SetDefault
+	}
+	if deps.Exec == nil {
+		deps.Exec = newDelegateExec(os.Stderr)
 	}
 	return &Plugin{deps: deps, locks: newContainerLocks()}
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -272,7 +271,7 @@ func newRig(t *testing.T, ver string) *rig {
 	r.writeFile(r.confPath, fmt.Sprintf(`{"cniVersion":%q,"name":"cbr0","plugins":[{"type":"bridge","bridge":"br0",
 		"isGateway":true,"isDefaultGateway":true,"ipam":{"type":"host-local","dataDir":%q,
 		"ranges":[[{"subnet":"203.0.113.0/24"}],[{"subnet":"2001:db8:1::/64"}]]}}]}`, ver, r.ipamDir()))
-	r.exec = &recordingExec{Exec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}}
+	r.exec = &recordingExec{Exec: newDelegateExec(os.Stderr)}
 	r.plugin = New(Deps{
 		Kube: func(path string) (Kube, error) {
 			cfg, err := clientcmd.BuildConfigFromFlags("", path)

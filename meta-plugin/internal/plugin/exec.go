@@ -1,0 +1,90 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// delegateWaitDelay bounds how long a delegate's output is waited for once the delegate has exited or been
+// killed: a process it left behind (a shell script's child) may hold its stdout open for good.
+const delegateWaitDelay = 5 * time.Second
+
+// delegateExec runs delegate plugins as libcni's default (invoke.RawExec) does, except that a call that ends
+// (out of time, or its caller gone) kills the delegate together with every process it started (its own
+// process group), and that no process left behind holding the delegate's stdout or stderr keeps the call
+// waiting beyond delegateWaitDelay. With libcni's default, a killed shell-script delegate's child kept the
+// pipe open and the call, and with it every later call of the container in braid's node daemon, never ended.
+type delegateExec struct {
+	stderr io.Writer
+	version.PluginDecoder
+}
+
+func newDelegateExec(stderr io.Writer) *delegateExec { return &delegateExec{stderr: stderr} }
+
+var _ invoke.Exec = (*delegateExec)(nil)
+
+func (e *delegateExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (e *delegateExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	for try := 0; ; try++ {
+		var stdout, stderr bytes.Buffer
+		c := exec.CommandContext(ctx, pluginPath)
+		c.Env = environ
+		c.Stdin = bytes.NewReader(stdinData)
+		c.Stdout, c.Stderr = &stdout, &stderr
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+		c.WaitDelay = delegateWaitDelay
+		err := c.Run()
+		if err == nil {
+			if e.stderr != nil && stderr.Len() > 0 {
+				_, _ = stderr.WriteTo(e.stderr)
+			}
+			return stdout.Bytes(), nil
+		}
+		// The plugin's file is being written (an installer copying it): wait a second and run it again, as
+		// libcni does.
+		if strings.Contains(err.Error(), "text file busy") && try < 5 && ctx.Err() == nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, &types.Error{Code: types.ErrTryAgainLater, Msg: fmt.Sprintf(
+				"plugin %s killed: the call ended before it answered (%v)", pluginPath, context.Cause(ctx))}
+		}
+		if errors.Is(err, exec.ErrWaitDelay) && c.ProcessState != nil && c.ProcessState.Success() {
+			err = fmt.Errorf("its output still open %v after it exited (a process it started holds it)", delegateWaitDelay)
+		}
+		return nil, pluginErr(err, stdout.Bytes(), stderr.Bytes())
+	}
+}
+
+// pluginErr is the delegate's CNI error from what it printed, as libcni makes it.
+func pluginErr(err error, stdout, stderr []byte) error {
+	emsg := types.Error{}
+	switch {
+	case len(stdout) == 0 && len(stderr) == 0:
+		emsg.Msg = fmt.Sprintf("netplugin failed with no error message: %v", err)
+	case len(stdout) == 0:
+		emsg.Msg = fmt.Sprintf("netplugin failed: %q: %v", string(stderr), err)
+	default:
+		if perr := json.Unmarshal(stdout, &emsg); perr != nil {
+			emsg.Msg = fmt.Sprintf("netplugin failed but error parsing its diagnostic message %q: %v", string(stdout), perr)
+		}
+	}
+	return &emsg
+}
