@@ -94,21 +94,7 @@ func TestGCRemovesACorruptRecord(t *testing.T) {
 // cached runtimeConfig). Before, DEL removed the interface and left the copy behind for good.
 func TestDelFromLibcnisCacheAloneRemovesDeviceInfo(t *testing.T) {
 	r := newRig(t, "1.0.0")
-	r.sriovNetwork("vf-cached")
-	p := r.pod("vf-cached", map[string]string{selection.NetworksAnnotation: "sriov-a"})
-	if _, err := r.add(p); err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	copies := func() []string {
-		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
-		return m
-	}
-	if len(copies()) != 1 {
-		t.Fatalf("device-info copies after ADD: %v, want one", copies())
-	}
-	if err := os.Remove(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")); err != nil {
-		t.Fatal(err)
-	}
+	p, copies := addVFAndLoseTheRecord(t, r, "vf-cached")
 	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: r.ns}}
 	if err := suiteEnv.Client.Delete(t.Context(), obj, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
@@ -154,4 +140,27 @@ func TestDelRebuiltFromThePodKeepsItsCNIArgsAndDevice(t *testing.T) {
 			got["args"], got["deviceID"], got["pciBusID"])
 	}
 	r.assertGone(p)
+}
+
+// addVFAndLoseTheRecord adds a pod with an SR-IOV network, checks that braid copied its device-info file, and
+// deletes braid's record of the container, so that only libcni's cache knows the attachments. copies lists the
+// device-info copies.
+func addVFAndLoseTheRecord(t *testing.T, r *rig, name string) (p *pod, copies func() []string) {
+	t.Helper()
+	r.sriovNetwork(name)
+	p = r.pod(name, map[string]string{selection.NetworksAnnotation: "sriov-a"})
+	if _, err := r.add(p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	copies = func() []string {
+		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
+		return m
+	}
+	if len(copies()) != 1 {
+		t.Fatalf("device-info copies after ADD: %v, want one", copies())
+	}
+	if err := os.Remove(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	return p, copies
 }

@@ -211,24 +211,37 @@ func TestGCLeavesAContainerAddedWhileItRuns(t *testing.T) {
 	}
 	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
 	young := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
+	gcWhileAdding(t, r, stale.containerID, young)
+	if ls := links(t, stale.netns); len(ls) != 0 {
+		t.Errorf("the stale pod has %v after GC, want nothing", keys(ls))
+	}
+	expectAddedDuringGC(t, r, young)
+}
+
+// gcWhileAdding runs GC, and pod's ADD when GC's DEL of container reaches its first delegate: an ADD that runs
+// while GC collects. Either failing fails the test.
+func gcWhileAdding(t *testing.T, r *rig, container string, pod *pod) {
+	t.Helper()
 	var addErr error
-	addOnce := sync.OnceFunc(func() { _, addErr = r.add(young) })
+	addOnce := sync.OnceFunc(func() { _, addErr = r.add(pod) })
 	r.exec.setHook(func(_ context.Context, environ []string) error {
-		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID="+stale.containerID) {
-			addOnce() // the young pod's ADD, while GC removes the stale one
+		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID="+container) {
+			addOnce()
 		}
 		return nil
 	})
-	t.Cleanup(func() { r.exec.setHook(nil) })
+	defer r.exec.setHook(nil)
 	if err := r.gc(); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if addErr != nil {
-		t.Fatalf("ADD of the young pod during GC: %v", addErr)
+		t.Fatalf("ADD of %s during GC: %v", pod.name, addErr)
 	}
-	if ls := links(t, stale.netns); len(ls) != 0 {
-		t.Errorf("the stale pod has %v after GC, want nothing", keys(ls))
-	}
+}
+
+// expectAddedDuringGC: the pod added while GC ran keeps its interfaces and its three addresses.
+func expectAddedDuringGC(t *testing.T, r *rig, young *pod) {
+	t.Helper()
 	if got := keys(links(t, young.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
 		t.Errorf("the pod added during GC has %v after it, want eth0 net1", got)
 	}
@@ -255,27 +268,8 @@ func TestGCLeavesAContainerAddedWhileItCollects(t *testing.T) {
 	r.writeFile(filepath.Join(r.dir, "cni", "results", "cbr0-c0ffee-eth0"), `{"kind":"cniCacheV1","containerId":"c0ffee","config":"`+
 		encodeB64(string(master))+`","ifName":"eth0","networkName":"cbr0","result":{"cniVersion":"1.1.0"}}`)
 	young := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
-	var addErr error
-	addOnce := sync.OnceFunc(func() { _, addErr = r.add(young) })
-	r.exec.setHook(func(_ context.Context, environ []string) error {
-		if slices.Contains(environ, "CNI_COMMAND=DEL") && slices.Contains(environ, "CNI_CONTAINERID=c0ffee") {
-			addOnce() // the young pod's ADD, while GC deletes the leftover
-		}
-		return nil
-	})
-	t.Cleanup(func() { r.exec.setHook(nil) })
-	if err := r.gc(); err != nil {
-		t.Fatalf("GC: %v", err)
-	}
-	if addErr != nil {
-		t.Fatalf("ADD of the young pod during GC: %v", addErr)
-	}
-	if got := keys(links(t, young.netns)); !slices.Equal(got, []string{"eth0", "net1"}) {
-		t.Errorf("the pod added during GC has %v after it, want eth0 net1", got)
-	}
-	if n := len(r.ipamFiles()); n != 3 {
-		t.Errorf("%d addresses reserved after GC, want the young pod's 3", n)
-	}
+	gcWhileAdding(t, r, "c0ffee", young)
+	expectAddedDuringGC(t, r, young)
 	for _, f := range r.cacheFiles() {
 		if strings.Contains(f, "c0ffee") {
 			t.Errorf("the leftover's cache file %s survived GC", f)
@@ -288,21 +282,7 @@ func TestGCLeavesAContainerAddedWhileItCollects(t *testing.T) {
 // Before, the interface went and the copy under devinfo/cni stayed for good.
 func TestGCRemovesTheDeviceInfoOfAStaleAttachmentOnlyTheCacheKnows(t *testing.T) {
 	r := newRig(t, "1.1.0")
-	r.sriovNetwork("vf-stale")
-	p := r.pod("vf-stale", map[string]string{selection.NetworksAnnotation: "sriov-a"})
-	if _, err := r.add(p); err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	copies := func() []string {
-		m, _ := filepath.Glob(filepath.Join(r.dir, "devinfo", "cni", "*"))
-		return m
-	}
-	if len(copies()) != 1 {
-		t.Fatalf("device-info copies after ADD: %v, want one", copies())
-	}
-	if err := os.Remove(filepath.Join(r.dir, "cni", "attachments", p.containerID+".json")); err != nil {
-		t.Fatal(err)
-	}
+	p, copies := addVFAndLoseTheRecord(t, r, "vf-stale")
 	if err := r.gc(); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
