@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,18 +72,7 @@ func TestStaleStatefulSetDoesNotReleaseAWantedOrdinal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "stale-203-0-113-3",
-		Annotations: map[string]string{server.StatefulSetAnnotation: "db", server.StatefulSetUIDAnnotation: string(set.UID)}},
-		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.3", Pool: "stale", Pod: ns + "/db-2", PodUID: "gone-pod-uid",
-			ReleasePolicy: braidv1.ReleaseKeepForStatefulSet}}
-	if err := k8s.Create(context.Background(), f); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), f) })
-	live, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8s.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, live := heldForGoneDB2(t, set, "stale", "203.0.113.3")
 	stale := interceptor.NewClient(live, interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
 			err := c.Get(ctx, key, o, opts...)
@@ -116,18 +106,7 @@ func TestAReleaseDoesNotDeleteAFloatingIPRebound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "rebound-203-0-113-4",
-		Annotations: map[string]string{server.StatefulSetAnnotation: "db", server.StatefulSetUIDAnnotation: string(set.UID)}},
-		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.4", Pool: "rebound", Pod: ns + "/db-2", PodUID: "gone-pod-uid",
-			ReleasePolicy: braidv1.ReleaseKeepForStatefulSet}}
-	if err := k8s.Create(context.Background(), f); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), f) })
-	live, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8s.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, live := heldForGoneDB2(t, set, "rebound", "203.0.113.4")
 	racing := interceptor.NewClient(live, interceptor.Funcs{
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
 			// The pod controller wins the race: it rebinds the FloatingIP to the new db-2.
@@ -151,4 +130,20 @@ func TestAReleaseDoesNotDeleteAFloatingIPRebound(t *testing.T) {
 	if got.Spec.PodUID != "new-pod-uid" {
 		t.Fatalf("FloatingIP bound to %q, want the new db-2", got.Spec.PodUID)
 	}
+}
+
+// heldForGoneDB2 creates the FloatingIP of ip in pool that the StatefulSet set's pod db-2, now gone, held
+// (policy KeepForStatefulSet), and returns it with a client of the API server itself.
+func heldForGoneDB2(t *testing.T, set *appsv1.StatefulSet, pool, ip string) (*braidv1.FloatingIP, client.WithWatch) {
+	t.Helper()
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: pool + "-" + strings.ReplaceAll(ip, ".", "-"),
+		Annotations: map[string]string{server.StatefulSetAnnotation: set.Name, server.StatefulSetUIDAnnotation: string(set.UID)}},
+		Spec: braidv1.FloatingIPSpec{IP: ip, Pool: pool, Pod: set.Namespace + "/db-2", PodUID: "gone-pod-uid",
+			ReleasePolicy: braidv1.ReleaseKeepForStatefulSet}}
+	create(t, f)
+	live, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, live
 }
