@@ -205,11 +205,7 @@ func (r *rig) gc(valid ...string) error {
 func TestGCLeavesAContainerAddedWhileItRuns(t *testing.T) {
 	r := newRig(t, "1.1.0")
 	r.standardNADs()
-	stale := r.pod("stale", map[string]string{selection.NetworksAnnotation: "net-a"})
-	if _, err := r.add(stale); err != nil {
-		t.Fatalf("ADD of the stale pod: %v", err)
-	}
-	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	stale := addStalePod(t, r)
 	young := r.pod("young", map[string]string{selection.NetworksAnnotation: "net-a"})
 	gcWhileAdding(t, r, stale.containerID, young)
 	if ls := links(t, stale.netns); len(ls) != 0 {
@@ -300,11 +296,7 @@ func TestGCRemovesTheDeviceInfoOfAStaleAttachmentOnlyTheCacheKnows(t *testing.T)
 func TestGCTellsThePluginsOfAContainerWhoseADDRuns(t *testing.T) {
 	r := newRig(t, "1.1.0")
 	r.standardNADs()
-	stale := r.pod("stale", map[string]string{selection.NetworksAnnotation: "net-a"})
-	if _, err := r.add(stale); err != nil {
-		t.Fatalf("ADD of the stale pod: %v", err)
-	}
-	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	stale := addStalePod(t, r)
 	master, err := os.ReadFile(r.confPath)
 	if err != nil {
 		t.Fatal(err)
@@ -343,4 +335,16 @@ func TestGCTellsThePluginsOfAContainerWhoseADDRuns(t *testing.T) {
 	if gcs == 0 {
 		t.Error("the cluster network's plugins got no GC")
 	}
+}
+
+// addStalePod adds a pod on net-a whose record is older than GC's grace: GC may take it for a container the
+// runtime no longer has.
+func addStalePod(t *testing.T, r *rig) *pod {
+	t.Helper()
+	stale := r.pod("stale", map[string]string{selection.NetworksAnnotation: "net-a"})
+	if _, err := r.add(stale); err != nil {
+		t.Fatalf("ADD of the stale pod: %v", err)
+	}
+	ageFiles(t, filepath.Join(r.dir, "cni", "attachments", stale.containerID+".json"))
+	return stale
 }
