@@ -26,11 +26,7 @@ func TestPodAnnotationFromTheCache(t *testing.T) {
 	createPod(t, ns, "theirs", "node-other")
 	api, calls := api(t)
 	d, ctx, cancel := runDaemon(t, api, "node-q")
-	eventually(t, "socket up and pod cached", func() bool {
-		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/mine")
-		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "mine", Key: testKey})
-		return ok && err == nil
-	})
+	awaitServing(ctx, t, d, ns, "mine")
 	ask := func(q shim.AnnotationQuery) (shim.AnnotationAnswer, time.Duration) {
 		t.Helper()
 		q.Namespace, q.Key = ns, testKey
@@ -117,11 +113,7 @@ func TestPodAnnotationAnswersAPodBeingDeleted(t *testing.T) {
 	api, _ := api(t)
 	d, ctx, _ := runDaemon(t, api, "node-d")
 	q := shim.AnnotationQuery{Namespace: ns, Name: "leaving", UID: string(pod.UID), Key: testKey, EndOnDeletion: true, Wait: time.Minute}
-	eventually(t, "socket up and pod cached", func() bool {
-		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/leaving")
-		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "leaving", Key: testKey})
-		return ok && err == nil
-	})
+	awaitServing(ctx, t, d, ns, "leaving")
 	ask := func(q shim.AnnotationQuery) (shim.AnnotationAnswer, time.Duration) {
 		t.Helper()
 		start := time.Now()
@@ -191,11 +183,7 @@ func TestPodAnnotationEndsWhenTheAskerHangsUp(t *testing.T) {
 	createPod(t, ns, "asked", "node-h")
 	api, _ := api(t)
 	d, ctx, _ := runDaemon(t, api, "node-h")
-	eventually(t, "socket up and pod cached", func() bool {
-		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/asked")
-		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "asked", Key: testKey})
-		return ok && err == nil
-	})
+	awaitServing(ctx, t, d, ns, "asked")
 	askCtx, cancel := context.WithTimeout(ctx, time.Second) // the asker's deadline, far shorter than its Wait
 	defer cancel()
 	_, err := shim.AskPodAnnotation(askCtx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "asked", Key: testKey, Wait: time.Minute})
@@ -203,4 +191,14 @@ func TestPodAnnotationEndsWhenTheAskerHangsUp(t *testing.T) {
 		t.Fatal("the asker's deadline passed and it got an answer")
 	}
 	eventually(t, "the abandoned query no longer waiting", func() bool { return d.Cache.waiters.count() == 0 })
+}
+
+// awaitServing waits until d answers on its socket and has pod ns/name in its cache.
+func awaitServing(ctx context.Context, t *testing.T, d *Daemon, ns, name string) {
+	t.Helper()
+	eventually(t, "socket up and pod cached", func() bool {
+		_, ok, _ := d.Cache.Pods().GetByKey(ns + "/" + name)
+		_, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: name, Key: testKey})
+		return ok && err == nil
+	})
 }

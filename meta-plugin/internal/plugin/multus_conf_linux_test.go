@@ -121,12 +121,7 @@ func TestClusterNetworkNADGetsItsDevice(t *testing.T) {
 		t.Fatalf("ADD: %v", err)
 	}
 	calls, _ := r.exec.reset()
-	var got *execCall
-	for i := range calls {
-		if calls[i].plugin == "macvlan" && calls[i].command == "ADD" && calls[i].ifName == "eth0" {
-			got = &calls[i]
-		}
-	}
+	got := lastCall(calls, func(c execCall) bool { return c.plugin == "macvlan" && c.command == "ADD" && c.ifName == "eth0" })
 	if got == nil {
 		t.Fatalf("macvlan ADD on eth0 not run; calls %+v", calls)
 	}

@@ -461,12 +461,7 @@ func TestDeviceHandover(t *testing.T) {
 				t.Fatalf("ADD: %v", err)
 			}
 			calls, _ := r.exec.reset()
-			var got *execCall
-			for i := range calls {
-				if calls[i].plugin == "macvlan" && calls[i].command == "ADD" {
-					got = &calls[i]
-				}
-			}
+			got := lastCall(calls, func(c execCall) bool { return c.plugin == "macvlan" && c.command == "ADD" })
 			if got == nil {
 				t.Fatalf("macvlan ADD not run; calls %+v", calls)
 			}
@@ -633,4 +628,15 @@ func TestHostDeviceGetsTheKubeletsDeviceWithoutCapabilities(t *testing.T) {
 	if ls := links(t, p.netns); len(ls) != 0 {
 		t.Errorf("interfaces left in the pod: %v", keys(ls))
 	}
+}
+
+// lastCall is the last of calls that match, nil when none does.
+func lastCall(calls []execCall, match func(execCall) bool) *execCall {
+	var got *execCall
+	for i := range calls {
+		if match(calls[i]) {
+			got = &calls[i]
+		}
+	}
+	return got
 }
