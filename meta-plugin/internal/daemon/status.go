@@ -48,8 +48,9 @@ type StatusQueue struct {
 	pending map[string]netstatus.Write
 }
 
-// NewStatusQueue returns a queue keeping its writes in dir, with the writes a previous daemon left there
-// queued again. Call Run to start writing.
+// NewStatusQueue returns a queue keeping its writes in dir. It does not read dir: a previous daemon may still
+// be using it. Call Reload, once dir is this process's alone, to queue the writes that daemon left there, and
+// Run to start writing.
 func NewStatusQueue(dir string, api Patcher, log *slog.Logger) (*StatusQueue, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("status queue dir: %w", err)
@@ -60,14 +61,11 @@ func NewStatusQueue(dir string, api Patcher, log *slog.Logger) (*StatusQueue, er
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryCap),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "braid-network-status"}),
 	}
-	if err := q.Reload(); err != nil {
-		return nil, err
-	}
 	return q, nil
 }
 
-// Reload makes the queue what its directory holds, as a queue made now would find it. A daemon reloads once
-// it owns the directory (lockStateDir): a previous daemon may have written and landed writes since.
+// Reload makes the queue what its directory holds. A daemon reloads once it owns the directory
+// (lockStateDir), after the previous daemon has written and landed what it could.
 func (q *StatusQueue) Reload() error {
 	entries, err := os.ReadDir(q.dir)
 	if err != nil {

@@ -50,6 +50,7 @@ func TestStatusQueueSurvivesARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	must(t, q2.Reload())
 	if q2.Pending() != 1 {
 		t.Fatalf("restarted queue has %d writes, want 1", q2.Pending())
 	}
@@ -172,6 +173,7 @@ func TestStatusQueueDropsUnreadableFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	must(t, q.Reload())
 	if q.Pending() != 0 {
 		t.Errorf("%d writes from broken files", q.Pending())
 	}
