@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -116,7 +117,10 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache:                         cache.Options{SyncPeriod: &resync},
-		Controller:                    config.Controller{SkipNameValidation: &opts.InProcessReplica},
+		// client-go's workqueue, not controller-runtime's priority queue: in v0.24 that queue can deadlock on
+		// shutdown (kubernetes-sigs/controller-runtime#3538, fixed in v0.25, which needs Kubernetes 0.37
+		// libraries), and a stopping replica then hangs for the whole grace period; it did in CI.
+		Controller: config.Controller{SkipNameValidation: &opts.InProcessReplica, UsePriorityQueue: ptr.To(false)},
 	}
 	if opts.Resync == 0 {
 		mgrOpts.Cache.SyncPeriod = nil
