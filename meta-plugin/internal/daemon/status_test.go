@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	k8stypes "k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/braid-cni/braid/crds/shim"
@@ -232,4 +233,42 @@ func TestStateDirHasOneDaemonAtATime(t *testing.T) {
 	next, err := lockStateDir(t.Context(), dir, testLog(t))
 	must(t, err)
 	next()
+}
+
+// A call's network-status write waits answerGrace after the shim hung up, so that it does not take the CPU
+// from the runtime collecting the answer; then it lands.
+func TestStatusWriteWaitsForTheRuntimeToHaveTheAnswer(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	p := createPod(t, ns, "web", "n1")
+	c, _ := api(t)
+	clk := clocktesting.NewFakeClock(time.Now())
+	q, err := newStatusQueue(t.TempDir(), c, testLog(t), clk)
+	must(t, err)
+	run(t, q, 1)
+	socket := filepath.Join(t.TempDir(), "braid.sock")
+	l, err := shim.Listen(t.Context(), socket)
+	must(t, err)
+	served := make(chan error, 1)
+	go func() {
+		served <- shim.Serve(t.Context(), l, func(ctx context.Context, _ shim.Request) ([]byte, error) {
+			return []byte(`{}`), q.Write(ctx, write(p, "sandbox", `[{"name":"cbr0","default":true}]`))
+		})
+	}()
+	t.Cleanup(func() { _ = l.Close(); must(t, <-served) })
+
+	_, hangUp, err := shim.Call(t.Context(), socket, shim.Request{Command: "ADD", ContainerID: "sandbox"})
+	must(t, err)
+	hangUp()
+	time.Sleep(300 * time.Millisecond) // the after-reply work has long run, the clock has not moved
+	if v, _ := annotation(t, ns, "web"); v != "" {
+		t.Fatalf("network-status written %s before answerGrace passed", v)
+	}
+	if q.Pending() != 1 {
+		t.Fatalf("%d writes pending, want 1", q.Pending())
+	}
+	clk.Step(answerGrace)
+	eventually(t, "network-status written once answerGrace passed", func() bool {
+		v, _ := annotation(t, ns, "web")
+		return v == `[{"name":"cbr0","default":true}]`
+	})
 }
