@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -180,6 +182,84 @@ func TestStatusQueueDropsUnreadableFiles(t *testing.T) {
 	}
 	if files, _ := os.ReadDir(dir); len(files) != 0 {
 		t.Errorf("broken files left: %d", len(files))
+	}
+}
+
+// Writes, forgets and landings of one daemon leave exactly the writes still to make to the next one: per pod
+// the latest, none a DEL forgot, none that landed.
+func TestStatusQueueRestartKeepsExactlyTheLiveWrites(t *testing.T) {
+	dir := t.TempDir()
+	landing := patcherFunc(func(_ context.Context, _, name string, _ k8stypes.UID, _, _ string) error {
+		if name == "landed" {
+			return nil
+		}
+		return apierrors.NewServiceUnavailable("not now")
+	})
+	q1, err := NewStatusQueue(dir, landing, testLog(t))
+	must(t, err)
+	must(t, q1.Reload())
+	ctx := t.Context()
+	must(t, q1.Write(ctx, queued("replaced", "s1", `"first"`)))
+	must(t, q1.Write(ctx, queued("forgotten", "s2", `"forgotten"`)))
+	must(t, q1.Write(ctx, queued("landed", "s3", `"landed"`)))
+	must(t, q1.Write(ctx, queued("replaced", "s4", `"second"`)))
+	must(t, q1.Write(ctx, queued("other-sandbox", "s5", `"stays"`)))
+	must(t, q1.Forget("uid-forgotten", "s2"))
+	must(t, q1.Forget("uid-other-sandbox", "s-old"))
+	runCtx, stop := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q1.Run(runCtx, 1); close(stopped) }()
+	eventually(t, "the landing write landed", func() bool { return q1.Pending() == 2 })
+	stop()
+	<-stopped
+
+	want := map[string]netstatus.Write{
+		"uid-replaced":      queued("replaced", "s4", `"second"`),
+		"uid-other-sandbox": queued("other-sandbox", "s5", `"stays"`),
+	}
+	if q2 := reloaded(t, dir); !maps.Equal(q2.pending, want) {
+		t.Errorf("the next start queues %v, want %v", q2.pending, want)
+	}
+}
+
+// queued is a write for the pod ns/name with UID uid-name.
+func queued(name, containerID, value string) netstatus.Write {
+	return netstatus.Write{ContainerID: containerID, Namespace: "ns", Name: name, UID: k8stypes.UID("uid-" + name), Value: value}
+}
+
+// reloaded is a new queue on dir after its Reload: what a restarted daemon starts with.
+func reloaded(t *testing.T, dir string) *StatusQueue {
+	t.Helper()
+	q, err := NewStatusQueue(dir, nil, testLog(t))
+	must(t, err)
+	must(t, q.Reload())
+	return q
+}
+
+type patcherFunc func(ctx context.Context, ns, name string, uid k8stypes.UID, key, value string) error
+
+func (f patcherFunc) SetPodAnnotation(ctx context.Context, ns, name string, uid k8stypes.UID, key, value string) error {
+	return f(ctx, ns, name, uid, key, value)
+}
+
+// BenchmarkStatusQueueWrite is what queueing a status costs an ADD, with its DEL's Forget.
+func BenchmarkStatusQueueWrite(b *testing.B) {
+	q, err := NewStatusQueue(b.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := q.Reload(); err != nil {
+		b.Fatal(err)
+	}
+	w := queued("web", "sandbox", `[{"name":"cbr0","interface":"eth0","ips":["10.0.0.7"],"default":true}]`)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := q.Write(ctx, w); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.Forget(w.UID, w.ContainerID); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
