@@ -2,13 +2,10 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,11 +37,11 @@ const (
 const answerGrace = 10 * time.Millisecond
 
 // StatusQueue writes network-status annotations in the background, so that an ADD returns as soon as its
-// interfaces are up. A write is kept on disk (one file per pod, 0600) from the moment Write returns until the
-// API server took it, so a restarted daemon finishes what the previous one accepted. Per pod only the latest
-// write counts, writes to one pod never run concurrently, and a pod's writes carry its UID, so that a write
-// never lands on a newer pod of the same name. A failed write is retried with backoff until it lands, the
-// pod is gone, or the sandbox's DEL forgets it.
+// interfaces are up. A write is kept on disk (a line in the queue's journal, 0600) from the moment Write
+// returns until the API server took it, so a restarted daemon finishes what the previous one accepted. Per
+// pod only the latest write counts, writes to one pod never run concurrently, and a pod's writes carry its
+// UID, so that a write never lands on a newer pod of the same name. A failed write is retried with backoff
+// until it lands, the pod is gone, or the sandbox's DEL forgets it.
 type StatusQueue struct {
 	dir   string
 	api   Patcher
@@ -53,6 +50,11 @@ type StatusQueue struct {
 
 	mu      sync.Mutex
 	pending map[string]netstatus.Write
+	// journal is open for appending once Reload made it, or the first Write found it; size is its length and
+	// maxJournal the length past which the worker compacts it (journalLimit).
+	journal    *os.File
+	size       int64
+	maxJournal int64
 }
 
 // NewStatusQueue returns a queue keeping its writes in dir. It does not read dir: a previous daemon may still
@@ -67,7 +69,7 @@ func newStatusQueue(dir string, api Patcher, log *slog.Logger, clk clock.WithTic
 		return nil, fmt.Errorf("status queue dir: %w", err)
 	}
 	q := &StatusQueue{
-		dir: dir, api: api, log: log, pending: map[string]netstatus.Write{},
+		dir: dir, api: api, log: log, pending: map[string]netstatus.Write{}, maxJournal: journalLimit,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryCap),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "braid-network-status", Clock: clk}),
@@ -75,34 +77,28 @@ func newStatusQueue(dir string, api Patcher, log *slog.Logger, clk clock.WithTic
 	return q, nil
 }
 
-// Reload makes the queue what its directory holds. A daemon reloads once it owns the directory
-// (lockStateDir), after the previous daemon has written and landed what it could.
+// Reload makes the queue what its directory holds: the journal, and the per-pod files the previous braid
+// version kept instead. It rewrites the journal to the writes still to make, with those files folded in, and
+// removes the files. A daemon reloads once it owns the directory (lockStateDir), after the previous daemon has
+// written and landed what it could.
 func (q *StatusQueue) Reload() error {
-	entries, err := os.ReadDir(q.dir)
-	if err != nil {
-		return fmt.Errorf("status queue dir: %w", err)
-	}
-	dir, log := q.dir, q.log
-	pending := map[string]netstatus.Write{}
-	for _, de := range entries {
-		if strings.HasPrefix(de.Name(), ".") {
-			_ = os.Remove(filepath.Join(dir, de.Name())) // an interrupted write
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, de.Name()))
-		var w netstatus.Write
-		if err == nil {
-			err = json.Unmarshal(data, &w)
-		}
-		if err != nil || key(w) != de.Name() {
-			log.Warn("unreadable queued network-status write dropped", "file", de.Name(), "err", err)
-			_ = os.Remove(filepath.Join(dir, de.Name()))
-			continue
-		}
-		pending[de.Name()] = w
-	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	pending, files, err := q.readPerPodFiles()
+	if err != nil {
+		return err
+	}
+	// The journal goes over the files: a daemon that died after folding them in, before removing them, may
+	// have landed or replaced their writes since.
+	if err := q.replayJournal(pending); err != nil {
+		return err
+	}
+	if err := q.rewriteJournal(pending); err != nil {
+		return fmt.Errorf("status queue journal: %w", err)
+	}
+	for _, name := range files {
+		_ = os.Remove(filepath.Join(q.dir, name)) // the journal holds its write now
+	}
 	q.pending = pending
 	for k := range pending {
 		q.queue.Add(k)
@@ -110,8 +106,8 @@ func (q *StatusQueue) Reload() error {
 	return nil
 }
 
-// key names a pod's entry (and file): its UID, or namespace_name for a pod the runtime gave no UID for.
-// Neither a UID nor a DNS-1123 name holds '_' or '/'.
+// key names a pod's entry (and its file, in the previous version): its UID, or namespace_name for a pod the
+// runtime gave no UID for. Neither a UID nor a DNS-1123 name holds '_' or '/'.
 func key(w netstatus.Write) string {
 	if w.UID != "" {
 		return string(w.UID)
@@ -120,16 +116,17 @@ func key(w netstatus.Write) string {
 }
 
 // Write queues w, replacing an earlier write for the same pod that has not landed yet. It returns once w is
-// on disk; when ctx is a daemon call's, the write starts answerGrace after the call has been answered.
+// on disk (appended to the open journal: an ADD's path makes no file); when ctx is a daemon call's, the write
+// starts answerGrace after the call has been answered.
 func (q *StatusQueue) Write(ctx context.Context, w netstatus.Write) error {
 	k := key(w)
-	data, err := json.Marshal(w)
+	l, err := putLine(k, w)
 	if err != nil {
 		return fmt.Errorf("queue network-status: %w", err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if err := writeFile(q.dir, k, data); err != nil {
+	if err := q.appendLine(l); err != nil {
 		return fmt.Errorf("queue network-status: %w", err)
 	}
 	q.pending[k] = w
@@ -186,8 +183,11 @@ func (q *StatusQueue) next(ctx context.Context) bool {
 	q.mu.Lock()
 	w, ok := q.pending[k]
 	q.mu.Unlock()
-	if !ok {
+	if !ok { // a DEL forgot it
 		q.queue.Forget(k)
+		q.mu.Lock()
+		q.compactJournal()
+		q.mu.Unlock()
 		return true
 	}
 	pctx, cancel := context.WithTimeout(ctx, patchTimeout)
@@ -213,33 +213,15 @@ func (q *StatusQueue) next(ctx context.Context) bool {
 			q.log.Error("written network-status still queued on disk", "err", err)
 		}
 	}
+	q.compactJournal()
 	return true
 }
 
-// drop removes entry k; q.mu is held.
+// drop removes entry k, and appends its drop to the journal; q.mu is held.
 func (q *StatusQueue) drop(k string) error {
 	delete(q.pending, k)
-	if err := os.Remove(filepath.Join(q.dir, k)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := q.appendLine(dropLine(k)); err != nil {
 		return fmt.Errorf("queued network-status: %w", err)
 	}
 	return nil
-}
-
-// writeFile replaces dir/name with data, atomically, readable by root only.
-func writeFile(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
 }

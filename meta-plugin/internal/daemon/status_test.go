@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,7 +31,8 @@ func write(p interface {
 	return netstatus.Write{ContainerID: containerID, Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUID(), Value: value}
 }
 
-// A write accepted by one daemon is on disk (0600) and made by the next one, after a restart.
+// A write accepted by one daemon is on disk (0600) and made by the next one, after a restart; once it landed,
+// a daemon started after that finds nothing left to write.
 func TestStatusQueueSurvivesARestart(t *testing.T) {
 	ns := suiteEnv.Namespace(t)
 	p := createPod(t, ns, "web", "n1")
@@ -41,12 +45,10 @@ func TestStatusQueueSurvivesARestart(t *testing.T) {
 	if err := q1.Write(t.Context(), write(p, "sandbox1", `[{"name":"cbr0","default":true}]`)); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := os.ReadDir(dir)
-	if len(files) != 1 {
-		t.Fatalf("queue dir holds %d files, want 1", len(files))
-	}
-	if fi, _ := files[0].Info(); fi.Mode().Perm() != 0o600 {
-		t.Errorf("queued write has mode %v, want 0600", fi.Mode().Perm())
+	if fi, err := os.Stat(journalPath(dir)); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("the journal has mode %v, want 0600", fi.Mode().Perm())
 	}
 	// q1 never ran: the daemon died. The next one finds the write and makes it.
 	q2, err := NewStatusQueue(dir, c, testLog(t))
@@ -63,8 +65,8 @@ func TestStatusQueueSurvivesARestart(t *testing.T) {
 		return v == `[{"name":"cbr0","default":true}]`
 	})
 	eventually(t, "queue empty", func() bool { return q2.Pending() == 0 })
-	if files, _ := os.ReadDir(dir); len(files) != 0 {
-		t.Errorf("files left in the queue dir: %d", len(files))
+	if n := reloaded(t, dir).Pending(); n != 0 {
+		t.Errorf("a daemon started after the write landed has %d writes to make, want 0", n)
 	}
 }
 
@@ -166,22 +168,41 @@ func (f *flakyPatcher) SetPodAnnotation(ctx context.Context, ns, name string, ui
 	return f.Patcher.SetPodAnnotation(ctx, ns, name, uid, key, value)
 }
 
-// A queue directory with a broken file still starts; the file is dropped.
-func TestStatusQueueDropsUnreadableFiles(t *testing.T) {
+// A queue directory the previous braid version left (one file per pod, named by its key) is taken over: its
+// writes are kept, its broken files dropped, and the files go, so that the next start finds the writes in the
+// journal alone.
+func TestStatusQueueTakesOverPerPodFiles(t *testing.T) {
 	dir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(dir, "some-uid"), []byte("{not json"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, ".some-uid.123"), []byte("half"), 0o600))
-	c, _ := api(t)
-	q, err := NewStatusQueue(dir, c, testLog(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	kept := queued("a", "sa", `"a"`)
+	writeJSON(t, filepath.Join(dir, "uid-a"), kept)
+	writeJSON(t, filepath.Join(dir, "uid-b"), queued("c", "sc", `"named for another pod"`))
+	must(t, os.WriteFile(filepath.Join(dir, "uid-d"), []byte("{not json"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, ".uid-e.123"), []byte("half"), 0o600))
+	q, err := NewStatusQueue(dir, nil, testLog(t))
+	must(t, err)
 	must(t, q.Reload())
-	if q.Pending() != 0 {
-		t.Errorf("%d writes from broken files", q.Pending())
+	if want := map[string]netstatus.Write{"uid-a": kept}; !maps.Equal(q.pending, want) {
+		t.Errorf("queued after taking over the per-pod files: %v, want %v", q.pending, want)
 	}
-	if files, _ := os.ReadDir(dir); len(files) != 0 {
-		t.Errorf("broken files left: %d", len(files))
+	if names := dirNames(t, dir); !slices.Equal(names, []string{filepath.Base(journalPath(dir))}) {
+		t.Errorf("the queue dir holds %v, want the journal alone", names)
+	}
+	if q2 := reloaded(t, dir); !maps.Equal(q2.pending, q.pending) {
+		t.Errorf("the next start queues %v, want %v", q2.pending, q.pending)
+	}
+}
+
+// A daemon that folded the per-pod files into the journal and died before it removed them may have landed or
+// replaced their writes since: the journal's lines count over the files.
+func TestStatusQueueJournalGoesOverPerPodFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeJSON(t, filepath.Join(dir, "uid-a"), queued("a", "sa", `"landed"`))
+	writeJSON(t, filepath.Join(dir, "uid-b"), queued("b", "sb", `"replaced"`))
+	newer := queued("b", "sb2", `"newer"`)
+	must(t, os.WriteFile(journalPath(dir), journal(dropLine("uid-a"), put(t, newer)), 0o600))
+	want := map[string]netstatus.Write{"uid-b": newer}
+	if q := reloaded(t, dir); !maps.Equal(q.pending, want) {
+		t.Errorf("queued %v, want %v", q.pending, want)
 	}
 }
 
@@ -222,6 +243,93 @@ func TestStatusQueueRestartKeepsExactlyTheLiveWrites(t *testing.T) {
 	}
 }
 
+// A write on the ADD path creates no file (a new inode costs up to a quarter millisecond): it is appended to
+// the journal, which Reload made. Nor does a DEL's Forget.
+func TestStatusQueueWriteCreatesNoFile(t *testing.T) {
+	dir := t.TempDir()
+	q, err := NewStatusQueue(dir, nil, testLog(t))
+	must(t, err)
+	must(t, q.Reload())
+	before := dirNames(t, dir)
+	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
+	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
+	must(t, q.Forget("uid-a", "sa"))
+	if after := dirNames(t, dir); !slices.Equal(after, before) {
+		t.Errorf("the queue dir held %v before the writes, %v after", before, after)
+	}
+}
+
+// Writes that land keep the journal short: past its limit, with nothing queued, it is emptied.
+func TestStatusQueueJournalStaysBounded(t *testing.T) {
+	dir := t.TempDir()
+	q, err := NewStatusQueue(dir, patcherFunc(func(context.Context, string, string, k8stypes.UID, string, string) error {
+		return nil
+	}), testLog(t))
+	must(t, err)
+	q.maxJournal = 4 << 10
+	must(t, q.Reload())
+	run(t, q, 1)
+	var longest int64
+	for i := range 100 { // some 30 KiB of journal lines
+		must(t, q.Write(t.Context(), queued(fmt.Sprint("p", i%7), fmt.Sprint("s", i), `"lands"`)))
+		eventually(t, "the write landed", func() bool { return q.Pending() == 0 })
+		longest = max(longest, fileSize(t, journalPath(dir)))
+	}
+	if longest > q.maxJournal+1<<10 {
+		t.Errorf("the journal grew to %d bytes, limit %d", longest, q.maxJournal)
+	}
+	if n := reloaded(t, dir).Pending(); n != 0 {
+		t.Errorf("after the compactions, a restart finds %d writes to make, want 0", n)
+	}
+}
+
+// Past its limit with a write still queued (its pod's API requests fail), the journal is rewritten to the
+// queued write: it stays short, and a restart still finds the write.
+func TestStatusQueueJournalRewriteKeepsQueuedWrites(t *testing.T) {
+	dir := t.TempDir()
+	stuck := queued("stuck", "s", `"does not land yet"`)
+	q, err := NewStatusQueue(dir, patcherFunc(func(_ context.Context, _, name string, _ k8stypes.UID, _, _ string) error {
+		if name == stuck.Name {
+			return apierrors.NewServiceUnavailable("not now")
+		}
+		return nil
+	}), testLog(t))
+	must(t, err)
+	q.maxJournal = 4 << 10
+	must(t, q.Reload())
+	must(t, q.Write(t.Context(), stuck))
+	run(t, q, 1)
+	var longest int64
+	for i := range 100 {
+		must(t, q.Write(t.Context(), queued("p", fmt.Sprint("s", i), `"lands"`)))
+		eventually(t, "the write landed", func() bool { return q.Pending() == 1 })
+		longest = max(longest, fileSize(t, journalPath(dir)))
+	}
+	if longest > q.maxJournal+1<<10 {
+		t.Errorf("the journal grew to %d bytes, limit %d", longest, q.maxJournal)
+	}
+	want := map[string]netstatus.Write{"uid-stuck": stuck}
+	if q2 := reloaded(t, dir); !maps.Equal(q2.pending, want) {
+		t.Errorf("after the rewrites, a restart queues %v, want %v", q2.pending, want)
+	}
+}
+
+// A daemon that died in the middle of an append left a torn line; a write appended after it, by a daemon
+// that has not reloaded (made while the other still held the directory), is not lost with the torn line.
+func TestStatusQueueWriteAfterATornJournal(t *testing.T) {
+	dir := t.TempDir()
+	a, b := queued("a", "sa", `"a"`), queued("b", "sb", `"b"`)
+	torn := put(t, b)
+	must(t, os.WriteFile(journalPath(dir), journal(put(t, a), torn[:len(torn)/2]), 0o600))
+	q, err := NewStatusQueue(dir, nil, testLog(t))
+	must(t, err)
+	must(t, q.Write(t.Context(), b))
+	want := map[string]netstatus.Write{"uid-a": a, "uid-b": b}
+	if q2 := reloaded(t, dir); !maps.Equal(q2.pending, want) {
+		t.Errorf("a restart queues %v, want %v", q2.pending, want)
+	}
+}
+
 // queued is a write for the pod ns/name with UID uid-name.
 func queued(name, containerID, value string) netstatus.Write {
 	return netstatus.Write{ContainerID: containerID, Namespace: "ns", Name: name, UID: k8stypes.UID("uid-" + name), Value: value}
@@ -236,13 +344,39 @@ func reloaded(t *testing.T, dir string) *StatusQueue {
 	return q
 }
 
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	must(t, err)
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	must(t, err)
+	return fi.Size()
+}
+
+func writeJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := json.Marshal(v)
+	must(t, err)
+	must(t, os.WriteFile(path, data, 0o600))
+}
+
 type patcherFunc func(ctx context.Context, ns, name string, uid k8stypes.UID, key, value string) error
 
 func (f patcherFunc) SetPodAnnotation(ctx context.Context, ns, name string, uid k8stypes.UID, key, value string) error {
 	return f(ctx, ns, name, uid, key, value)
 }
 
-// BenchmarkStatusQueueWrite is what queueing a status costs an ADD, with its DEL's Forget.
+// BenchmarkStatusQueueWrite is what queueing a status costs an ADD, with its DEL's Forget, and the worker's
+// compaction that keeps the journal short (it runs once per write).
 func BenchmarkStatusQueueWrite(b *testing.B) {
 	q, err := NewStatusQueue(b.TempDir(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -260,6 +394,9 @@ func BenchmarkStatusQueueWrite(b *testing.B) {
 		if err := q.Forget(w.UID, w.ContainerID); err != nil {
 			b.Fatal(err)
 		}
+		q.mu.Lock()
+		q.compactJournal()
+		q.mu.Unlock()
 	}
 }
 
@@ -352,3 +489,6 @@ func TestStatusWriteWaitsForTheRuntimeToHaveTheAnswer(t *testing.T) {
 		return v == `[{"name":"cbr0","default":true}]`
 	})
 }
+
+// journalPath is where the queue in dir keeps its writes.
+func journalPath(dir string) string { return filepath.Join(dir, journalFile) }
