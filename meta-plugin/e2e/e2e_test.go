@@ -19,6 +19,7 @@ import (
 
 	"github.com/braid-cni/braid/crds/testenv"
 	"github.com/braid-cni/braid/deploy/local/localcluster"
+	"github.com/braid-cni/braid/meta-plugin/internal/daemon"
 	"github.com/braid-cni/braid/meta-plugin/internal/netstatus"
 )
 
@@ -239,12 +240,16 @@ spec:
 func leftovers(t *testing.T, work, ipam string) []string {
 	t.Helper()
 	var out []string
-	for _, dir := range []string{filepath.Join(work, "cni", "attachments"), filepath.Join(work, "cni", "results"),
-		filepath.Join(work, "status-queue")} {
+	for _, dir := range []string{filepath.Join(work, "cni", "attachments"), filepath.Join(work, "cni", "results")} {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			out = append(out, filepath.Join(dir, e.Name()))
 		}
+	}
+	queue := filepath.Join(work, "status-queue")
+	unwritten, _ := daemon.Leftovers(queue) // the plain plugin's run has no daemon, and no queue
+	for _, name := range unwritten {
+		out = append(out, filepath.Join(queue, name))
 	}
 	_ = filepath.WalkDir(ipam, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), "last_reserved_ip") && d.Name() != "lock" {

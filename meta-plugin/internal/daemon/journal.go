@@ -262,3 +262,30 @@ func writeFile(dir, name string, data []byte) error {
 	}
 	return err
 }
+
+// Leftovers lists what the status queue in dir still has to write: the keys of the writes its journal
+// queues, and the names of the other files there (per-pod files of the previous version, or an interrupted
+// rewrite). It is for tests that check a daemon left nothing behind; it takes no lock, so a line the daemon
+// appends meanwhile may be missed.
+func Leftovers(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, de := range entries {
+		if de.Name() != journalFile {
+			out = append(out, de.Name())
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(dir, journalFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	pending := map[string]netstatus.Write{}
+	replay(pending, data)
+	for k := range pending {
+		out = append(out, k)
+	}
+	return out, nil
+}

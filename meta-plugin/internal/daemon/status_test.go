@@ -330,6 +330,24 @@ func TestStatusQueueWriteAfterATornJournal(t *testing.T) {
 	}
 }
 
+// Leftovers, which the end-to-end test checks, lists the writes still queued and any stray file, not the
+// journal itself.
+func TestLeftoversAreTheWritesStillQueued(t *testing.T) {
+	dir := t.TempDir()
+	q, err := NewStatusQueue(dir, nil, testLog(t))
+	must(t, err)
+	must(t, q.Reload())
+	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
+	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
+	must(t, q.Forget("uid-a", "sa"))
+	must(t, os.WriteFile(filepath.Join(dir, ".journal.123"), nil, 0o600))
+	got, err := Leftovers(dir)
+	must(t, err)
+	if slices.Sort(got); !slices.Equal(got, []string{".journal.123", "uid-b"}) {
+		t.Errorf("leftovers %v, want .journal.123 and uid-b", got)
+	}
+}
+
 // queued is a write for the pod ns/name with UID uid-name.
 func queued(name, containerID, value string) netstatus.Write {
 	return netstatus.Write{ContainerID: containerID, Namespace: "ns", Name: name, UID: k8stypes.UID("uid-" + name), Value: value}
