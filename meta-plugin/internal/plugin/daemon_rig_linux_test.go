@@ -19,7 +19,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/rest"
 
 	"github.com/braid-cni/braid/crds/shim"
@@ -83,6 +82,10 @@ func newDaemonRig(t *testing.T, ver string) *daemonRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The rig's host is a network namespace. The delegates enter it themselves, so that the daemon's goroutines
+	// run on any thread, as in braid's DaemonSet pod; entering it around each call would lock the call's
+	// goroutine to a thread, and every wait in the call would cost a hand-over between threads.
+	r.exec.Exec = &delegateExec{stderr: os.Stderr, netns: r.hostNS.Path()}
 	p := New(Deps{
 		Kube:   func(string) (Kube, error) { return dr.d.Cache, nil },
 		Status: dr.d.Status,
@@ -91,15 +94,9 @@ func newDaemonRig(t *testing.T, ver string) *daemonRig {
 	})
 	handler := func(ctx context.Context, req shim.Request) (out []byte, err error) {
 		ctx = context.WithValue(ctx, daemonCallKey{}, req.Command)
-		// The rig's host is a network namespace: the daemon's calls (and the delegates they run) happen there.
-		if nsErr := r.hostNS.Do(func(ns.NetNS) error {
-			start := time.Now()
-			out, err = p.Handle(ctx, req)
-			dr.handled.Add(int64(time.Since(start)))
-			return nil
-		}); nsErr != nil {
-			return nil, nsErr
-		}
+		start := time.Now()
+		out, err = p.Handle(ctx, req)
+		dr.handled.Add(int64(time.Since(start)))
 		return out, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -29,6 +29,10 @@ const delegateWaitDelay = 5 * time.Second
 type delegateExec struct {
 	stderr io.Writer
 	version.PluginDecoder
+	// netns, when set, is the network namespace the delegates run in, entered by nsenter(1) in the delegate's
+	// process only. braid never sets it (its delegates run where it runs, in the host's namespace); tests use it
+	// to run delegates in a test's namespace without locking the calling goroutine to a thread there.
+	netns string
 }
 
 func newDelegateExec(stderr io.Writer) *delegateExec { return &delegateExec{stderr: stderr} }
@@ -43,6 +47,9 @@ func (e *delegateExec) ExecPlugin(ctx context.Context, pluginPath string, stdinD
 	for try := 0; ; try++ {
 		var stdout, stderr bytes.Buffer
 		c := exec.CommandContext(ctx, pluginPath)
+		if e.netns != "" {
+			c = exec.CommandContext(ctx, "nsenter", "--net="+e.netns, "--", pluginPath)
+		}
 		c.Env = environ
 		c.Stdin = bytes.NewReader(stdinData)
 		c.Stdout, c.Stderr = &stdout, &stderr

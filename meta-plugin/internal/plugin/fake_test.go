@@ -127,7 +127,7 @@ func fakeNAD(name, typ string) *nadv1.NetworkAttachmentDefinition {
 	return n
 }
 
-func fakeWorld(t *testing.T, fail ...string) (*Plugin, *fakeKube, *fakeExec, *skel.CmdArgs) {
+func fakeWorld(t testing.TB, fail ...string) (*Plugin, *fakeKube, *fakeExec, *skel.CmdArgs) {
 	t.Helper()
 	k := &fakeKube{
 		pods: map[string]*corev1.Pod{"app/web": {}},
