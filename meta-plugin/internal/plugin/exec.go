@@ -21,6 +21,14 @@ import (
 // killed: a process it left behind (a shell script's child) may hold its stdout open for good.
 const delegateWaitDelay = 5 * time.Second
 
+// What braid keeps of a delegate's output: a CNI result is kilobytes, and a delegate gone wrong that prints
+// without end must not fill the node daemon's memory, which serves every pod of the node. The rest is read
+// and discarded, so that the delegate does not block on a full pipe.
+const (
+	maxDelegateStdout = 16 << 20
+	maxDelegateStderr = 64 << 10
+)
+
 // delegateExec runs delegate plugins as libcni's default (invoke.RawExec) does, except that a call that ends
 // (out of time, or its caller gone) kills the delegate together with every process it started (its own
 // process group), and that no process left behind holding the delegate's stdout or stderr keeps the call
@@ -45,22 +53,29 @@ func (e *delegateExec) FindInPath(plugin string, paths []string) (string, error)
 
 func (e *delegateExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	for try := 0; ; try++ {
-		var stdout, stderr bytes.Buffer
+		stdout, stderr := &boundedBuffer{max: maxDelegateStdout}, &boundedBuffer{max: maxDelegateStderr}
 		c := exec.CommandContext(ctx, pluginPath)
 		if e.netns != "" {
 			c = exec.CommandContext(ctx, "nsenter", "--net="+e.netns, "--", pluginPath)
 		}
 		c.Env = environ
 		c.Stdin = bytes.NewReader(stdinData)
-		c.Stdout, c.Stderr = &stdout, &stderr
+		c.Stdout, c.Stderr = stdout, stderr
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 		c.WaitDelay = delegateWaitDelay
 		err := c.Run()
-		if err == nil {
-			if e.stderr != nil && stderr.Len() > 0 {
-				_, _ = stderr.WriteTo(e.stderr)
+		if e.stderr != nil && len(stderr.Bytes()) > 0 && err == nil {
+			_, _ = e.stderr.Write(stderr.Bytes())
+			if stderr.over {
+				_, _ = fmt.Fprintf(e.stderr, "[braid: %s's stderr cut at %d KiB]\n", pluginPath, maxDelegateStderr>>10)
 			}
+		}
+		if err == nil && stdout.over {
+			return nil, &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf(
+				"plugin %s printed more than %d MiB on stdout, which cannot be a CNI result; braid kept none of it", pluginPath, maxDelegateStdout>>20)}
+		}
+		if err == nil {
 			return stdout.Bytes(), nil
 		}
 		// The plugin's file is being written (an installer copying it): wait a second and run it again, as
@@ -95,3 +110,22 @@ func pluginErr(err error, stdout, stderr []byte) error {
 	}
 	return &emsg
 }
+
+// boundedBuffer keeps the first max bytes written to it and takes the rest without keeping it; over tells
+// that something was left out. It has no ReadFrom (a bytes.Buffer's would let io.Copy go round the bound).
+type boundedBuffer struct {
+	buf  bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.buf.Len(); len(p) > room {
+		b.over = true
+		b.buf.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+func (b *boundedBuffer) Bytes() []byte { return b.buf.Bytes() }
