@@ -172,6 +172,14 @@ func (q *StatusQueue) Run(ctx context.Context, workers int) {
 	<-ctx.Done()
 	q.queue.ShutDown()
 	wg.Wait()
+	// The journal's file goes with the workers; a Write after them (none in the daemon, which stops taking
+	// calls first) opens it again.
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.journal != nil {
+		_ = q.journal.Close()
+		q.journal = nil
+	}
 }
 
 func (q *StatusQueue) next(ctx context.Context) bool {
