@@ -218,52 +218,55 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 	}
 
 	c := mgr.GetClient()
-	fipToPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		f := o.(*braidv1.FloatingIP)
+	fipToPod := handler.EnqueueRequestsFromMapFunc(noRequestsOnPanic("floatingip-to-pod", func(_ context.Context, o client.Object) []reconcile.Request {
+		f, ok := o.(*braidv1.FloatingIP)
+		if !ok {
+			return nil
+		}
 		ns, name, ok := splitKey(f.Spec.Pod)
 		if !ok {
 			return nil
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
-	})
-	wantsNetworks := predicate.NewPredicateFuncs(func(o client.Object) bool {
+	}))
+	wantsNetworks := predicate.NewPredicateFuncs(passOnPanic("pod filter", func(o client.Object) bool {
 		return o.GetAnnotations()[podnet.NetworksAnnotation] != "" || defaults.Apply(o.GetNamespace())
-	})
+	}))
 	pods := &podReconciler{Client: c, api: mgr.GetAPIReader(), state: s, events: mgr.GetEventRecorder("braid-ipam-server"), metrics: m, defaults: defaults}
-	podUpdate := func(e event.UpdateEvent) bool {
+	podUpdate := passOnPanic("pod update filter", func(e event.UpdateEvent) bool {
 		return pods.assignmentEdited(e) || podChangeMatters(e) // both, in this order: the first notes echoes
-	}
+	})
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pods").
 		For(&corev1.Pod{}, builder.WithPredicates(wantsNetworks, predicate.Funcs{UpdateFunc: podUpdate})).
 		Watches(&braidv1.FloatingIP{}, fipToPod, builder.WithPredicates(predicate.Funcs{
 			// Our own creates need no second look; an admin's reservation for a pod name (no pod UID yet)
 			// goes to that pod, if it runs.
-			CreateFunc: func(e event.CreateEvent) bool {
+			CreateFunc: passOnPanic("floatingip create filter", func(e event.CreateEvent) bool {
 				f, ok := e.Object.(*braidv1.FloatingIP)
 				return ok && f.Spec.Pod != "" && f.Spec.PodUID == ""
-			},
+			}),
 		})).
 		WatchesRawSource(source.Channel(s.holderGone, &handler.EnqueueRequestForObject{})).
-		WatchesRawSource(source.Channel(s.poolLoaded, handler.EnqueueRequestsFromMapFunc(
+		WatchesRawSource(source.Channel(s.poolLoaded, handler.EnqueueRequestsFromMapFunc(noRequestsOnPanic("pool-to-pods",
 			func(ctx context.Context, o client.Object) []reconcile.Request {
 				return podsNamingPool(ctx, c, o.GetName(), defaults)
-			}))).
+			})))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(pods); err != nil {
 		return err
 	}
 
-	podToFIPs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+	podToFIPs := handler.EnqueueRequestsFromMapFunc(noRequestsOnPanic("pod-to-floatingips", func(ctx context.Context, o client.Object) []reconcile.Request {
 		return fipRequests(ctx, c, client.MatchingFields{indexPod: o.GetNamespace() + "/" + o.GetName()})
-	})
-	setToFIPs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+	}))
+	setToFIPs := handler.EnqueueRequestsFromMapFunc(noRequestsOnPanic("statefulset-to-floatingips", func(ctx context.Context, o client.Object) []reconcile.Request {
 		return fipRequests(ctx, c, client.MatchingFields{indexStatefulSet: o.GetNamespace() + "/" + o.GetName()})
-	})
+	}))
 	if err := ctrl.NewControllerManagedBy(mgr).Named("floatingips").
 		For(&braidv1.FloatingIP{}).
 		Watches(&corev1.Pod{}, podToFIPs, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
-			UpdateFunc: podFinishes, // a Job's pod completing frees its addresses
+			UpdateFunc: passOnPanic("pod finish filter", podFinishes), // a Job's pod completing frees its addresses
 		})).
 		Watches(&appsv1.StatefulSet{}, setToFIPs).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
