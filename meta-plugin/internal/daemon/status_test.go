@@ -178,9 +178,7 @@ func TestStatusQueueTakesOverPerPodFiles(t *testing.T) {
 	writeJSON(t, filepath.Join(dir, "uid-b"), queued("c", "sc", `"named for another pod"`))
 	must(t, os.WriteFile(filepath.Join(dir, "uid-d"), []byte("{not json"), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, ".uid-e.123"), []byte("half"), 0o600))
-	q, err := NewStatusQueue(dir, nil, testLog(t))
-	must(t, err)
-	must(t, q.Reload())
+	q := reloaded(t, dir)
 	if want := map[string]netstatus.Write{"uid-a": kept}; !maps.Equal(q.pending, want) {
 		t.Errorf("queued after taking over the per-pod files: %v, want %v", q.pending, want)
 	}
@@ -247,9 +245,7 @@ func TestStatusQueueRestartKeepsExactlyTheLiveWrites(t *testing.T) {
 // the journal, which Reload made. Nor does a DEL's Forget.
 func TestStatusQueueWriteCreatesNoFile(t *testing.T) {
 	dir := t.TempDir()
-	q, err := NewStatusQueue(dir, nil, testLog(t))
-	must(t, err)
-	must(t, q.Reload())
+	q := reloaded(t, dir)
 	before := dirNames(t, dir)
 	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
 	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
@@ -334,9 +330,7 @@ func TestStatusQueueWriteAfterATornJournal(t *testing.T) {
 // journal itself.
 func TestLeftoversAreTheWritesStillQueued(t *testing.T) {
 	dir := t.TempDir()
-	q, err := NewStatusQueue(dir, nil, testLog(t))
-	must(t, err)
-	must(t, q.Reload())
+	q := reloaded(t, dir)
 	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
 	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
 	must(t, q.Forget("uid-a", "sa"))
