@@ -71,9 +71,10 @@ func (e *delegateExec) ExecPlugin(ctx context.Context, pluginPath string, stdinD
 				_, _ = fmt.Fprintf(e.stderr, "[braid: %s's stderr cut at %d KiB]\n", pluginPath, maxDelegateStderr>>10)
 			}
 		}
-		if err == nil && stdout.over {
+		if stdout.over { // neither a result nor an error message: not kept, not passed on
 			return nil, &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf(
-				"plugin %s printed more than %d MiB on stdout, which cannot be a CNI result; braid kept none of it", pluginPath, maxDelegateStdout>>20)}
+				"plugin %s printed more than %d MiB on stdout, which cannot be a CNI result (exit: %v); braid kept none of it",
+				pluginPath, maxDelegateStdout>>20, exitStatus(err))}
 		}
 		if err == nil {
 			return stdout.Bytes(), nil
@@ -109,6 +110,13 @@ func pluginErr(err error, stdout, stderr []byte) error {
 		}
 	}
 	return &emsg
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "success"
+	}
+	return err.Error()
 }
 
 // boundedBuffer keeps the first max bytes written to it and takes the rest without keeping it; over tells

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,15 @@ func TestDelegateFloodingStdoutFailsNamingTheLimit(t *testing.T) {
 	out, err := e.ExecPlugin(t.Context(), script(t, "head -c 20000000 /dev/zero"), nil, os.Environ())
 	if err == nil || !strings.Contains(err.Error(), "more than 16 MiB on stdout") {
 		t.Fatalf("ExecPlugin = %d bytes, %v; want an error naming the 16 MiB limit", len(out), err)
+	}
+}
+
+// A delegate that fails after flooding stdout gets the same short error, not its 16 MiB as the message.
+func TestDelegateFailingAfterFloodingStdoutFailsShort(t *testing.T) {
+	e := newDelegateExec(nil)
+	_, err := e.ExecPlugin(t.Context(), script(t, "head -c 20000000 /dev/zero; exit 3"), nil, os.Environ())
+	if err == nil || !strings.Contains(err.Error(), "more than 16 MiB on stdout") || len(err.Error()) > 1000 {
+		t.Fatalf("ExecPlugin error of %d bytes, want a short one naming the 16 MiB limit", len(fmt.Sprint(err)))
 	}
 }
 
