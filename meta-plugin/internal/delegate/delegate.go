@@ -48,6 +48,9 @@ func (e *CapabilityError) Error() string {
 // Unwrap lets callers test for ErrCapability.
 func (e *CapabilityError) Unwrap() error { return ErrCapability }
 
+// UnversionedConfig is the CNI version of a config that names none.
+const UnversionedConfig = "0.1.0"
+
 // FromNADConfig returns the config list in a NAD's spec.config, a conf or a conflist, with the NAD's name put
 // in when the config has none (NPWG spec 3.4.2).
 func FromNADConfig(nadName, config string) (*libcni.NetworkConfigList, error) {
@@ -67,10 +70,18 @@ func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, e
 		}
 		raw["name"] = defaultName
 	}
-	if v, ok := raw["cniVersion"].(string); !ok || v == "" {
+	switch v, set := raw["cniVersion"]; {
+	case !set || v == "":
 		if _, multi := raw["cniVersions"]; !multi {
-			// libcni cannot tell DEL which cached result format to use without it, so refuse it up front.
-			return nil, fmt.Errorf("%s: \"cniVersion\" is required: %w", what, ErrConfig)
+			// The CNI libraries read a config without a version as 0.1.0 (version.ConfigDecoder), and so
+			// does Multus, which passes such a NAD on as it is. Writing the version down keeps ADD as it was
+			// under Multus and lets DEL read libcni's cached result, which it cannot without a version
+			// (Multus' DEL of such a NAD fails, multus-cni#476).
+			raw["cniVersion"] = UnversionedConfig
+		}
+	default:
+		if _, ok := v.(string); !ok {
+			return nil, fmt.Errorf("%s: \"cniVersion\" must be a string such as \"1.0.0\", not %s: %w", what, jsonType(v), ErrConfig)
 		}
 	}
 	_, isList := raw["plugins"]
@@ -225,4 +236,21 @@ func CapabilityArgs(e selection.Element, deviceID, devInfoFile string) map[strin
 		args[CapDeviceInfoFile] = devInfoFile
 	}
 	return args
+}
+
+// jsonType names the JSON type of a decoded value, for errors.
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
 }

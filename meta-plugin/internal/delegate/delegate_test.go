@@ -27,13 +27,18 @@ func TestFromNADConfig(t *testing.T) {
 	cases := []struct {
 		name, config, wantName string
 		wantTypes              []string
+		wantVersion            string // when set
 		wantErr                string
 	}{
 		{name: "conf gets the NAD name", config: `{"cniVersion":"1.0.0","type":"macvlan","master":"eth1"}`, wantName: "net-a", wantTypes: []string{"macvlan"}},
 		{name: "conf keeps its own name", config: `{"cniVersion":"1.0.0","name":"mv","type":"macvlan"}`, wantName: "mv", wantTypes: []string{"macvlan"}},
 		{name: "conflist", config: `{"cniVersion":"1.1.0","plugins":[{"type":"macvlan"},{"type":"tuning"}]}`, wantName: "net-a", wantTypes: []string{"macvlan", "tuning"}},
 		{name: "not JSON", config: `{"type":`, wantErr: "spec.config: not a JSON object"},
-		{name: "no version", config: `{"type":"macvlan"}`, wantErr: `"cniVersion" is required`},
+		// As the CNI libraries read it, and Multus passes it on.
+		{name: "no version is 0.1.0", config: `{"type":"macvlan"}`, wantName: "net-a", wantTypes: []string{"macvlan"}, wantVersion: "0.1.0"},
+		{name: "empty version is 0.1.0", config: `{"cniVersion":"","plugins":[{"type":"macvlan"}]}`, wantName: "net-a", wantTypes: []string{"macvlan"}, wantVersion: "0.1.0"},
+		{name: "list of versions", config: `{"cniVersions":["0.4.0","1.0.0"],"plugins":[{"type":"macvlan"}]}`, wantName: "net-a", wantTypes: []string{"macvlan"}, wantVersion: "1.0.0"},
+		{name: "version not a string", config: `{"cniVersion":1.0,"type":"macvlan"}`, wantErr: `"cniVersion" must be a string such as "1.0.0", not a number`},
 		{name: "no type", config: `{"cniVersion":"1.0.0","master":"eth1"}`, wantErr: `neither "type" nor "plugins"`},
 		{name: "empty plugins", config: `{"cniVersion":"1.0.0","plugins":[]}`, wantErr: "no plugins"},
 		{name: "plugin without type", config: `{"cniVersion":"1.0.0","plugins":[{"master":"x"}]}`, wantErr: "missing 'type'"},
@@ -56,6 +61,9 @@ func TestFromNADConfig(t *testing.T) {
 			}
 			if list.Name != tc.wantName || !cmp.Equal(types, tc.wantTypes) {
 				t.Fatalf("got name %q types %v", list.Name, types)
+			}
+			if tc.wantVersion != "" && list.CNIVersion != tc.wantVersion {
+				t.Fatalf("got cniVersion %q, want %q", list.CNIVersion, tc.wantVersion)
 			}
 		})
 	}

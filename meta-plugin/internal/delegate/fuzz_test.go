@@ -16,7 +16,8 @@ import (
 // that is wrong (or, for "not a JSON object", the whole document).
 var fieldMessages = regexp.MustCompile(`^(?:` + strings.Join([]string{
 	`not a JSON object`,
-	`"(?:name|cniVersion)" is required`,
+	`"name" is required`,
+	`"cniVersion" must be a string such as "1\.0\.0", not `,
 	`neither "type" nor "plugins" is set`,
 	`no plugins`,
 	`plugins\[\d+\]: `,

@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -75,7 +76,7 @@ func (p *Plugin) Add(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 			results[i], err = types100.NewResultFromResult(res)
 		}
 		if err != nil {
-			err = fmt.Errorf("attach %s (%s) as %s: %w", a.Network, a.field, a.IfName, err)
+			err = fmt.Errorf("attach %s (%s) as %s: %w%s", a.Network, a.field, a.IfName, err, addressless(a.list.CNIVersion, err))
 			p.removeDeviceInfo(e, atts[i+1:]) // copied by plan for networks that never ran
 			return nil, p.failed(ctx, e, kube, pod, p.rollback(ctx, e, rec, atts[:i+1], err))
 		}
@@ -320,4 +321,15 @@ func (s *stopwatch) lap(name string) {
 
 func (s *stopwatch) log(log *slog.Logger) {
 	log.Debug("timings", append(s.laps, "total", time.Since(s.start).Round(time.Microsecond))...)
+}
+
+// addressless explains the usual failure of a network of CNI 0.1.0 or 0.2.0 without IPAM: a result of those
+// versions must carry an IP address, so neither its plugin nor braid can write one without (libcni's
+// conversion says "no valid IP addresses"). A NAD without "cniVersion", which Multus accepts, is 0.1.0.
+func addressless(cniVersion string, err error) string {
+	if modern, _ := version.GreaterThanOrEqualTo(cniVersion, "0.3.0"); modern || !strings.Contains(err.Error(), "no valid IP addresses") {
+		return ""
+	}
+	return fmt.Sprintf(` (a CNI %s result must carry an IP address, and a config without "cniVersion" is 0.1.0: `+
+		`set "cniVersion", e.g. "1.0.0", in the network's config)`, cniVersion)
 }
