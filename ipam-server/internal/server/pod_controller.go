@@ -211,9 +211,12 @@ func (r *podReconciler) keepServed(pod *corev1.Pod, sel podnet.Selection, held [
 	return was, true
 }
 
-// servable: the pod is bound to a node and neither going away nor finished, so its addresses are due.
+// servable: the pod is bound to a node, has a network namespace of its own, and is neither going away nor
+// finished, so its addresses are due. A pod on the host's network never gets them: the kubelet runs no CNI for
+// it, so no meta-plugin attaches the networks it names (Multus ignores them too), and addresses held for it
+// would be lost to the pool until it went.
 func servable(pod *corev1.Pod) bool {
-	return pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil && !finished(pod)
+	return pod.Spec.NodeName != "" && !pod.Spec.HostNetwork && pod.DeletionTimestamp == nil && !finished(pod)
 }
 
 // finished: the pod ran to completion or failed for good (a Job's pod, an evicted pod). Its sandbox is torn
