@@ -2,10 +2,12 @@ package plugin_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +86,59 @@ func TestAddAsksTheNodeDaemon(t *testing.T) {
 				t.Errorf("ADD returned %v, the assignment is %v", got, want)
 			}
 			t.Logf("ADD took %v", time.Since(start))
+		})
+	}
+}
+
+// A static pod is known to the runtime (and so to braid-ipam, in K8S_POD_UID) by the UID the kubelet gave it,
+// and to the API by its mirror, which has another UID and names the static pod's in kubernetes.io/config.mirror.
+// braid-ipam serves it from the daemon and from the API server alike, and CHECK accepts it; a UID that is
+// neither is still refused.
+func TestStaticPodIsServedThroughItsMirror(t *testing.T) {
+	socket := startDaemon(t, "node-1")
+	pool := mkPool(t, braidv1.IPPoolSpec{CIDR: "203.0.113.0/24"})
+	ns := env.Namespace(t)
+	const staticUID = "6f1e2d3c4b5a69788796a5b4c3d2e1f0" // the kubelet's hash of the manifest
+	for _, tc := range []struct{ name, socket string }{
+		{"daemon", socket},
+		{"api", "/nonexistent/braid.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nad := "static-" + tc.name
+			config := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"macvlan","master":"unused0",`+
+				`"ipam":{"type":"braid-ipam","pools":[%q],"kubeconfig":%q,"timeout":"3s","daemonSocket":%q}}`, nad, pool, kubeconfig, tc.socket)
+			mkNAD(t, ns, nad, config)
+			mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "etcd-" + nad, Annotations: map[string]string{
+				"k8s.v1.cni.cncf.io/networks": nad, "kubernetes.io/config.mirror": staticUID,
+				"kubernetes.io/config.hash": staticUID, "kubernetes.io/config.source": "file"}},
+				Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}
+			must(t, k8s.Create(context.Background(), mirror))
+			args := func(command, uid string) *invoke.Args {
+				return &invoke.Args{Command: command, ContainerID: "c-static", NetNS: "/var/run/netns/unused", IfName: "net1", Path: binDir,
+					PluginArgs: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", ns}, {"K8S_POD_NAME", mirror.Name}, {"K8S_POD_UID", uid}}}
+			}
+			plugin := filepath.Join(binDir, "braid-ipam")
+
+			res, err := invoke.ExecPluginWithResult(context.Background(), plugin, []byte(config), args("ADD", staticUID), nil)
+			if err != nil {
+				t.Fatalf("ADD of the static pod: %v", err)
+			}
+			r, err := types100.NewResultFromResult(res)
+			must(t, err)
+			want := currentAssignment(t, mirror).Interfaces["net1"].Addresses
+			if len(r.IPs) != 1 || len(want) != 1 || r.IPs[0].Address.String() != want[0].CIDR {
+				t.Fatalf("ADD returned %v, the mirror's assignment is %v", r.IPs, want)
+			}
+			prev, err := json.Marshal(r)
+			must(t, err)
+			check := []byte(fmt.Sprintf(`%s,"prevResult":%s}`, config[:len(config)-1], prev))
+			if err := invoke.ExecPluginWithoutResult(context.Background(), plugin, check, args("CHECK", staticUID), nil); err != nil {
+				t.Errorf("CHECK of the static pod: %v", err)
+			}
+			if _, err := invoke.ExecPluginWithResult(context.Background(), plugin, []byte(config), args("ADD", "0badc0de0badc0de"), nil); err == nil ||
+				!strings.Contains(err.Error(), "not 0badc0de0badc0de") {
+				t.Errorf("ADD for a UID that is neither the mirror's nor the static pod's: %v, want a refusal naming it", err)
+			}
 		})
 	}
 }

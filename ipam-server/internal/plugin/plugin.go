@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/braid-cni/braid/crds/podid"
 	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/ipam-server/internal/apiread"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
@@ -271,7 +272,9 @@ func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName strin
 		if ans.Value != "" {
 			meta.Annotations = map[string]string{assignment.Annotation: ans.Value}
 		}
-		if iface, done := assigned(meta, pod.UID, ifName, &reason); done {
+		// The daemon answered for pod.UID (the mirror of a static pod answers for the static pod's), so the
+		// UID left to check is the assignment's, against the answering pod's.
+		if iface, done := assigned(meta, "", ifName, &reason); done {
 			return iface, true, nil
 		}
 		if ans.Deleting { // the daemon answers only for the pod of pod.UID, when it is known
@@ -305,7 +308,7 @@ func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion strin
 			return assignment.Interface{}, false, nil // ended: the caller reads afresh, or gives up at the deadline
 		}
 		p := &ev.Object.Metadata
-		if ev.Type == "DELETED" && (pod.UID == "" || p.UID == pod.UID) {
+		if ev.Type == "DELETED" && podid.Is(p.UID, p.Annotations, pod.UID) {
 			return assignment.Interface{}, false, types.NewError(types.ErrTryAgainLater,
 				fmt.Sprintf("braid-ipam: pod %s/%s was deleted", pod.Namespace, pod.Name), "")
 		}
@@ -322,7 +325,7 @@ func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion strin
 // never serves such a pod, so waiting for its addresses would only hold its termination for ipam.timeout. A
 // pod that has its addresses keeps them until it is gone, so callers ask this only after assigned.
 func beingDeleted(p *apiread.Meta, uid string) bool {
-	return p.Deleting() && (uid == "" || p.UID == uid)
+	return p.Deleting() && podid.Is(p.UID, p.Annotations, uid)
 }
 
 // podBeingDeleted is ADD's answer for a pod being deleted before it had an address: code 11, as for a pod
@@ -335,7 +338,7 @@ func podBeingDeleted(pod podArgs) error {
 // assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it
 // updates reason with what the server recorded.
 func assigned(p *apiread.Meta, uid, ifName string, reason *string) (assignment.Interface, bool) {
-	if uid != "" && p.UID != uid {
+	if !podid.Is(p.UID, p.Annotations, uid) {
 		*reason = fmt.Sprintf("pod has UID %s, not %s (recreated?)", p.UID, uid)
 		return assignment.Interface{}, false
 	}
@@ -372,7 +375,7 @@ func current(ctx context.Context, c *apiread.Client, pod podArgs) (assignment.As
 	// The assignment counts only when it is this object's (a re-applied manifest copies another's) and the
 	// object is the pod of CNI_ARGS.
 	a, err := assignment.Parse(o.Metadata.Annotations[assignment.Annotation])
-	if err != nil || a.PodUID != o.Metadata.UID || (pod.UID != "" && a.PodUID != pod.UID) {
+	if err != nil || a.PodUID != o.Metadata.UID || !podid.Is(o.Metadata.UID, o.Metadata.Annotations, pod.UID) {
 		return assignment.Assignments{}, types.NewError(types.ErrInternal, fmt.Sprintf("braid-ipam: pod %s/%s has no current assignment", pod.Namespace, pod.Name), "")
 	}
 	return a, nil

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/braid-cni/braid/crds/podid"
 	"github.com/braid-cni/braid/crds/shim"
 )
 
@@ -116,9 +117,10 @@ func (c *Cache) PodAnnotation(ctx context.Context, q shim.AnnotationQuery) shim.
 	}
 }
 
-// answer is what the cached pod tells q: nothing (not found) when it is another incarnation.
+// answer is what the cached pod tells q: nothing (not found) when it is another incarnation. A static pod's
+// mirror answers for the static pod's UID, which is the one braid-ipam has from the runtime.
 func answer(pod *corev1.Pod, q shim.AnnotationQuery) shim.AnnotationAnswer {
-	if q.UID != "" && string(pod.UID) != q.UID {
+	if !podid.Is(string(pod.UID), pod.Annotations, q.UID) {
 		return shim.AnnotationAnswer{}
 	}
 	return shim.AnnotationAnswer{Found: true, UID: string(pod.UID), Value: pod.Annotations[q.Key], Deleting: pod.DeletionTimestamp != nil}

@@ -136,13 +136,14 @@ func (q *StatusQueue) Write(ctx context.Context, w netstatus.Write) error {
 	return nil
 }
 
-// Forget drops the queued write of the sandbox containerID of pod uid, if it has not landed yet; a write of
-// another sandbox of the pod stays.
-func (q *StatusQueue) Forget(uid k8stypes.UID, containerID string) error {
+// Forget drops the queued write of the sandbox containerID, if it has not landed yet; a write of another
+// sandbox of the pod stays. The container ID alone names the sandbox: the UID the runtime knows the pod by is
+// not the API's for a static pod.
+func (q *StatusQueue) Forget(containerID string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for k, w := range q.pending {
-		if w.ContainerID == containerID && (uid == "" || w.UID == uid) {
+		if w.ContainerID == containerID {
 			if err := q.drop(k); err != nil {
 				return err
 			}

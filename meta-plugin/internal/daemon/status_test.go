@@ -86,12 +86,12 @@ func TestStatusQueueForgetsOnlyItsSandbox(t *testing.T) {
 	if q.Pending() != 1 {
 		t.Fatalf("two writes to one pod: %d pending, want 1 (the latest)", q.Pending())
 	}
-	must(t, q.Forget(a.UID, "old-sandbox"))
+	must(t, q.Forget("old-sandbox"))
 	if q.Pending() != 1 {
 		t.Fatal("forgetting the old sandbox dropped the new sandbox's write")
 	}
 	must(t, q.Write(ctx, write(b, "b-sandbox", `[{"name":"b","default":true}]`)))
-	must(t, q.Forget(b.UID, "b-sandbox"))
+	must(t, q.Forget("b-sandbox"))
 	run(t, q, 1)
 	eventually(t, "a's latest status", func() bool {
 		v, _ := annotation(t, ns, "a")
@@ -223,8 +223,8 @@ func TestStatusQueueRestartKeepsExactlyTheLiveWrites(t *testing.T) {
 	must(t, q1.Write(ctx, queued("landed", "s3", `"landed"`)))
 	must(t, q1.Write(ctx, queued("replaced", "s4", `"second"`)))
 	must(t, q1.Write(ctx, queued("other-sandbox", "s5", `"stays"`)))
-	must(t, q1.Forget("uid-forgotten", "s2"))
-	must(t, q1.Forget("uid-other-sandbox", "s-old"))
+	must(t, q1.Forget("s2"))
+	must(t, q1.Forget("s-old"))
 	runCtx, stop := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { q1.Run(runCtx, 1); close(stopped) }()
@@ -249,7 +249,7 @@ func TestStatusQueueWriteCreatesNoFile(t *testing.T) {
 	before := dirNames(t, dir)
 	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
 	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
-	must(t, q.Forget("uid-a", "sa"))
+	must(t, q.Forget("sa"))
 	if after := dirNames(t, dir); !slices.Equal(after, before) {
 		t.Errorf("the queue dir held %v before the writes, %v after", before, after)
 	}
@@ -333,7 +333,7 @@ func TestLeftoversAreTheWritesStillQueued(t *testing.T) {
 	q := reloaded(t, dir)
 	must(t, q.Write(t.Context(), queued("a", "sa", `"a"`)))
 	must(t, q.Write(t.Context(), queued("b", "sb", `"b"`)))
-	must(t, q.Forget("uid-a", "sa"))
+	must(t, q.Forget("sa"))
 	must(t, os.WriteFile(filepath.Join(dir, ".journal.123"), nil, 0o600))
 	got, err := Leftovers(dir)
 	must(t, err)
@@ -403,7 +403,7 @@ func BenchmarkStatusQueueWrite(b *testing.B) {
 		if err := q.Write(ctx, w); err != nil {
 			b.Fatal(err)
 		}
-		if err := q.Forget(w.UID, w.ContainerID); err != nil {
+		if err := q.Forget(w.ContainerID); err != nil {
 			b.Fatal(err)
 		}
 		q.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/braid-cni/braid/crds/podid"
 	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
@@ -135,12 +136,12 @@ func getPod(ctx context.Context, kube Kube, k8s conf.K8sArgs, timeout time.Durat
 	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
 		// The first read may come from the API server's cache; after a miss, ask etcd at once and from then on.
 		p, err := kube.GetPod(ctx, k8s.PodNamespace, k8s.PodName, attempt > 0)
-		if attempt == 0 && (apierrors.IsNotFound(err) || err == nil && k8s.PodUID != "" && string(p.UID) != k8s.PodUID) {
+		if attempt == 0 && (apierrors.IsNotFound(err) || err == nil && !podid.Is(string(p.UID), p.Annotations, k8s.PodUID)) {
 			p, err = kube.GetPod(ctx, k8s.PodNamespace, k8s.PodName, true)
 		}
 		attempt++
 		switch {
-		case err == nil && (k8s.PodUID == "" || string(p.UID) == k8s.PodUID):
+		case err == nil && podid.Is(string(p.UID), p.Annotations, k8s.PodUID): // a static pod's mirror too
 			pod = p
 			return true, nil
 		case err == nil:

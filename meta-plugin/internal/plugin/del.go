@@ -14,7 +14,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
-	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/braid-cni/braid/meta-plugin/internal/cache"
 	"github.com/braid-cni/braid/meta-plugin/internal/conf"
@@ -56,7 +55,7 @@ func (p *Plugin) Del(ctx context.Context, c *conf.Conf, args *skel.CmdArgs, log 
 	}
 	if p.deps.Status != nil {
 		// A status still queued for this sandbox would describe interfaces that are gone.
-		if err := p.deps.Status.Forget(k8stypes.UID(e.k8s.PodUID), args.ContainerID); err != nil {
+		if err := p.deps.Status.Forget(args.ContainerID); err != nil {
 			return err
 		}
 	}

@@ -96,8 +96,8 @@ type StatusWriter interface {
 	// Write records that the pod's network-status should become w.Value. Once it returns nil, the write
 	// survives a restart of the writer.
 	Write(ctx context.Context, w netstatus.Write) error
-	// Forget drops the write queued for the sandbox containerID of the pod uid, if it is still queued.
-	Forget(uid k8stypes.UID, containerID string) error
+	// Forget drops the write queued for the sandbox containerID, if it is still queued.
+	Forget(containerID string) error
 }
 
 // Deps are braid's connections to the outside world.
