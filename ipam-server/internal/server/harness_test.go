@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/braid-cni/braid/crds/testenv"
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
@@ -55,7 +56,7 @@ func TestMain(m *testing.M) {
 }
 
 // startServer runs one in-process replica until the test ends; with leaseID, it takes part in leader election.
-func startServer(t *testing.T, leaseID string, options ...func(*server.Options)) {
+func startServer(t *testing.T, leaseID string, options ...func(*server.Options)) manager.Manager {
 	t.Helper()
 	opts := server.Options{MetricsAddr: "0", ProbeAddr: "0", Registry: prometheus.NewRegistry(), Workers: 8, InProcessReplica: true}
 	for _, o := range options {
@@ -92,6 +93,7 @@ func startServer(t *testing.T, leaseID string, options ...func(*server.Options))
 			t.Errorf("server: %v", err)
 		}
 	})
+	return mgr
 }
 
 type poolOpt func(*braidv1.IPPool)

@@ -116,7 +116,10 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.ProbeAddr,
-		Cache:                         cache.Options{SyncPeriod: &resync},
+		// No managedFields in the caches: braid never reads them, and the pods' (one entry per writer) would
+		// take memory for every pod of the cluster. A FloatingIP updated from the cache keeps its own: the API
+		// server keeps an object's managedFields when an update leaves them out.
+		Cache: cache.Options{SyncPeriod: &resync, DefaultTransform: cache.TransformStripManagedFields()},
 		// client-go's workqueue, not controller-runtime's priority queue: in v0.24 that queue can deadlock on
 		// shutdown (kubernetes-sigs/controller-runtime#3538, fixed in v0.25, which needs Kubernetes 0.37
 		// libraries), and a stopping replica then hangs for the whole grace period; it did in CI.
