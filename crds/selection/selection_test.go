@@ -255,3 +255,17 @@ func TestEncodeRoundTrip(t *testing.T) {
 		t.Fatalf("round trip (-first +second):\n%s", diff)
 	}
 }
+
+func TestAPodAsksForAtMostMaxNetworks(t *testing.T) {
+	list := func(n int) string { return strings.TrimSuffix(strings.Repeat("net-a,", n), ",") }
+	if elems, err := Parse(list(MaxNetworks), "team"); err != nil || len(elems) != MaxNetworks {
+		t.Fatalf("%d networks: %d elements, %v; want all of them", MaxNetworks, len(elems), err)
+	}
+	for _, value := range []string{list(MaxNetworks + 1), "[" + strings.TrimSuffix(strings.Repeat(`{"name":"net-a"},`, MaxNetworks+1), ",") + "]"} {
+		_, err := Parse(value, "team")
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "networks" || !strings.Contains(fe.Reason, "asks for 129 networks; a pod may ask for at most 128") {
+			t.Errorf("%d networks: %v, want a networks error naming both numbers", MaxNetworks+1, err)
+		}
+	}
+}

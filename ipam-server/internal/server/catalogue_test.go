@@ -67,6 +67,7 @@ func TestCatalogue(t *testing.T) {
 		"ANN-EV-04":  {networks: `[{"name": "s", "ips": ["192.0.2.1/24"]}]`},
 		"ANN-EV-05":  {networks: `[{"name": "s", "ips": ["192.0.2.42/24"]}]`},
 		"ANN-EV-06":  {networks: `[{"name": "s", "ips": ["192.0.2.50/25"]}]`},
+		"ANN-EV-07":  {networks: strings.TrimSuffix(strings.Repeat("s,", 129), ",")},
 		"NAD-EV-01":  {networks: "nopools", nads: map[string]string{"nopools": `{"cniVersion": "1.0.0", "type": "macvlan", "ipam": {"type": "braid-ipam"}}`}},
 		"NAD-EV-02":  {networks: "strpools", nads: map[string]string{"strpools": braidIPAMNAD(`"cat-static"`)}},
 		"NAD-EV-03":  {networks: "broken", nads: map[string]string{"broken": `{"cniVersion": "1.0.0", "type": "macvlan", "ipam": {"type": "braid-ipam"`}},

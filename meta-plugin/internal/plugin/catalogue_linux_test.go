@@ -68,6 +68,7 @@ func TestCatalogue(t *testing.T) {
 		"ANN-18":  {networks: `no-such-net`},
 		"ANN-19":  {networks: `kube-system/net-a`, conf: map[string]any{"namespaceIsolation": true}},
 		"ANN-20":  {networks: `net-a@lo`},
+		"ANN-21":  {networks: strings.TrimSuffix(strings.Repeat("net-a,", 129), ",")},
 		"NAD-01":  {networks: `bad`, nads: map[string]string{"bad": `{"cniVersion": "1.0.0", "type": macvlan}`}},
 		"NAD-02":  {networks: `bad`, nads: map[string]string{"bad": `{"type": "macvlan", "master": "mvpar0"}`}},
 		"NAD-03":  {networks: `bad`, nads: map[string]string{"bad": `{"cniVersion": "1.0.0", "master": "mvpar0"}`}},
