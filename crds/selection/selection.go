@@ -550,12 +550,13 @@ func parsePortMappings(field string, r json.RawMessage) ([]PortMapping, error) {
 	return pms, nil
 }
 
-// validateSet checks the rules that span elements: one default-route at most, unique requested interfaces.
 // MaxNetworks bounds the networks one pod may ask for. Each is an interface in the pod and, with braid-ipam,
 // addresses held from a pool as soon as the pod is bound: a pod asking for thousands (an annotation may hold
 // 256 KiB) would take whole pools from every other pod and flood the API server with their FloatingIPs.
 const MaxNetworks = 128
 
+// validateSet checks the rules that span elements: at most MaxNetworks, one default-route at most, unique
+// requested interfaces.
 func validateSet(elems []Element) error {
 	if len(elems) > MaxNetworks {
 		return fieldErr("networks", "asks for %d networks; a pod may ask for at most %d", len(elems), MaxNetworks)

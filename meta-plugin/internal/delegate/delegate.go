@@ -48,8 +48,8 @@ func (e *CapabilityError) Error() string {
 // Unwrap lets callers test for ErrCapability.
 func (e *CapabilityError) Unwrap() error { return ErrCapability }
 
-// UnversionedConfig is the CNI version of a config that names none.
-const UnversionedConfig = "0.1.0"
+// unversioned is the CNI version of a config that names none.
+const unversioned = "0.1.0"
 
 // FromNADConfig returns the config list in a NAD's spec.config, a conf or a conflist, with the NAD's name put
 // in when the config has none (NPWG spec 3.4.2).
@@ -77,7 +77,7 @@ func FromBytes(b []byte, defaultName, what string) (*libcni.NetworkConfigList, e
 			// does Multus, which passes such a NAD on as it is. Writing the version down keeps ADD as it was
 			// under Multus and lets DEL read libcni's cached result, which it cannot without a version
 			// (Multus' DEL of such a NAD fails, multus-cni#476).
-			raw["cniVersion"] = UnversionedConfig
+			raw["cniVersion"] = unversioned
 		}
 	default:
 		if _, ok := v.(string); !ok {
