@@ -28,6 +28,8 @@ func main() {
 	flag.DurationVar(&opts.Resync, "resync", 10*time.Minute,
 		"re-reconcile every pod, FloatingIP and pool this often, a safety net for missed events (0: controller-runtime's default, 10h)")
 	flag.IntVar(&opts.Workers, "workers", 8, "concurrent pod reconciles")
+	flag.DurationVar(&opts.MirrorGrace, "mirror-grace", server.DefaultMirrorGrace,
+		"how long a static pod's addresses wait for the kubelet's new mirror after its mirror is deleted, before their release")
 	flag.Func("default-networks", "braid's defaultNetworks as namespace/name, comma-separated: the same list as the braid conf on the nodes",
 		func(v string) error { opts.Defaults.Networks = splitList(v); return nil })
 	opts.Defaults.SystemNamespaces = []string{"kube-system"}

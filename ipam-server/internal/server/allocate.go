@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/crds/podid"
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/allocator"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
@@ -144,6 +145,12 @@ func (r *podReconciler) create(ctx context.Context, pod *corev1.Pod, sel podnet.
 	}
 	if set, uid := controllingSet(pod); set != "" {
 		f.Annotations = map[string]string{statefulSetAnnotation: set, statefulSetUIDAnnotation: uid}
+	}
+	if static := pod.Annotations[podid.MirrorAnnotation]; static != "" {
+		if f.Annotations == nil {
+			f.Annotations = map[string]string{}
+		}
+		f.Annotations[staticPodAnnotation] = static
 	}
 	if err := r.Create(ctx, f); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,6 +26,10 @@ type floatingIPReconciler struct {
 	api     client.Reader // the API server itself, uncached
 	state   *state
 	metrics *Metrics
+	// mirrorGrace is how long a static pod's FloatingIP waits for a new mirror once its mirror is gone;
+	// mirrorGone has when each such FloatingIP (by UID) was first seen without its mirror.
+	mirrorGrace time.Duration
+	mirrorGone  sync.Map
 }
 
 // effectivePolicy is the FloatingIP's policy; a hand-made FloatingIP with no policy is an admin reservation.
@@ -60,7 +65,11 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, err
 		}
 		if holder != nil && !finished(holder) {
+			r.mirrorGone.Delete(f.UID)
 			return ctrl.Result{}, nil
+		}
+		if wait := r.mirrorWait(f, holder); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 		if holder != nil {
 			// Finished: its assignment stops naming its addresses before any goes back to the pool, so that
@@ -84,6 +93,22 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	return r.release(ctx, f)
+}
+
+// mirrorWait is how much longer the FloatingIP of a static pod whose mirror is gone waits before its release
+// (0: no longer). The static pod may run on with the address: deleting a mirror does not stop the static pod,
+// and the kubelet makes a new mirror, which takes the FloatingIP back (see sameStaticPod). Released at once,
+// the address would go to another pod after the cool-down while the static pod still has it.
+func (r *floatingIPReconciler) mirrorWait(f *braidv1.FloatingIP, holder *corev1.Pod) time.Duration {
+	if holder != nil || f.Annotations[staticPodAnnotation] == "" || effectivePolicy(f) != braidv1.ReleaseOnPodDeletion {
+		return 0
+	}
+	first, _ := r.mirrorGone.LoadOrStore(f.UID, r.state.now())
+	if wait := r.mirrorGrace - r.state.now().Sub(first.(time.Time)); wait > 0 {
+		return wait
+	}
+	r.mirrorGone.Delete(f.UID)
+	return 0
 }
 
 // holder returns the pod the FloatingIP is bound to, finished or not; nil when that pod is gone.

@@ -22,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/braid-cni/braid/crds/podid"
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 	"github.com/braid-cni/braid/ipam-server/internal/podnet"
@@ -50,6 +51,17 @@ const statefulSetAnnotation = "braid.dev/statefulset"
 // name (while the server was down, so that the deletion was never seen) is another StatefulSet, and does not
 // inherit the first one's reservations.
 const statefulSetUIDAnnotation = "braid.dev/statefulset-uid"
+
+// staticPodAnnotation on a FloatingIP records the UID of the static pod whose mirror it was made for. A static
+// pod keeps running, with its addresses, when its mirror is deleted (kubectl delete pod does not stop it), and
+// the kubelet makes a new mirror, of another UID, which takes the FloatingIP back.
+const staticPodAnnotation = "braid.dev/static-pod"
+
+// sameStaticPod: the FloatingIP was made for a mirror of the static pod that pod (another mirror) mirrors.
+func sameStaticPod(f *braidv1.FloatingIP, pod *corev1.Pod) bool {
+	static := f.Annotations[staticPodAnnotation]
+	return static != "" && static == pod.Annotations[podid.MirrorAnnotation]
+}
 
 // retryFailed is how soon a pod whose allocation failed is tried again (the allocator answers from memory).
 const retryFailed = time.Second
@@ -255,7 +267,7 @@ func (r *podReconciler) heldBy(ctx context.Context, pod *corev1.Pod) (map[string
 		}
 		seen[f.Name] = true
 		stale := f.Spec.PodUID != "" && f.Spec.PodUID != string(pod.UID)
-		if stale && effectivePolicy(&f) == braidv1.ReleaseOnPodDeletion {
+		if stale && effectivePolicy(&f) == braidv1.ReleaseOnPodDeletion && !sameStaticPod(&f, pod) {
 			continue // the FloatingIP controller releases it
 		}
 		out[f.Spec.Interface] = append(out[f.Spec.Interface], f)

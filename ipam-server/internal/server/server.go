@@ -76,7 +76,14 @@ type Options struct {
 	InProcessReplica bool
 	// Defaults are braid's defaultNetworks and systemNamespaces, as the nodes' braid conf sets them.
 	Defaults podnet.Defaults
+	// MirrorGrace is how long the addresses of a static pod's deleted mirror wait for the kubelet's new
+	// mirror of the same static pod, which takes them back, before they are released (0: DefaultMirrorGrace).
+	MirrorGrace time.Duration
 }
+
+// DefaultMirrorGrace: the kubelet makes a deleted mirror again at its next sync of the static pod, within a
+// minute.
+const DefaultMirrorGrace = 2 * time.Minute
 
 // Scheme returns the types the server reads and writes.
 func Scheme() (*runtime.Scheme, error) {
@@ -144,13 +151,17 @@ func New(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		opts.Registry = metrics.Registry
 	}
 	m := NewMetrics(opts.Registry)
-	if err := setup(mgr, s, m, opts.Workers, opts.Defaults); err != nil {
+	if opts.MirrorGrace == 0 {
+		opts.MirrorGrace = DefaultMirrorGrace
+	}
+	if err := setup(mgr, s, m, opts); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
-func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podnet.Defaults) error {
+func setup(mgr manager.Manager, s *state, m *Metrics, opts Options) error {
+	workers, defaults := opts.Workers, opts.Defaults
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()
 	for name, fn := range map[string]func(*braidv1.FloatingIP) string{
@@ -273,7 +284,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, workers int, defaults podn
 		})).
 		Watches(&appsv1.StatefulSet{}, setToFIPs).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Complete(&floatingIPReconciler{Client: c, api: mgr.GetAPIReader(), state: s, metrics: m}); err != nil {
+		Complete(&floatingIPReconciler{Client: c, api: mgr.GetAPIReader(), state: s, metrics: m, mirrorGrace: opts.MirrorGrace}); err != nil {
 		return err
 	}
 
