@@ -81,8 +81,8 @@ type Options struct {
 	MirrorGrace time.Duration
 }
 
-// DefaultMirrorGrace: the kubelet makes a deleted mirror again at its next sync of the static pod, within a
-// minute.
+// DefaultMirrorGrace is MirrorGrace unless set: the kubelet makes a deleted mirror again at its next sync of
+// the static pod, within a minute.
 const DefaultMirrorGrace = 2 * time.Minute
 
 // Scheme returns the types the server reads and writes.
