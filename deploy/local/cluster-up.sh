@@ -452,7 +452,7 @@ node_ip() {
 
 # write_kubelet_config IP writes the kubelet config, serving on IP.
 write_kubelet_config() {
-	mkdir -p "$KUBELET_ROOT" "$STATE/pod-logs"
+	mkdir -p "$KUBELET_ROOT" "$STATE/pod-logs" "$STATE/static-pods"
 	# cgroupfs + failCgroupV1=false: this VM has cgroup v1 and PID 1 is not systemd. The high image-GC
 	# threshold keeps kubelet from deleting the hand-imported images; no DNS: none runs here.
 	cat >"$STATE/kubelet-config.yaml" <<EOF
@@ -475,6 +475,7 @@ tlsCertFile: "$PKI/kubelet-serving.crt"
 tlsPrivateKeyFile: "$PKI/kubelet-serving.key"
 failSwapOn: false
 podLogsDir: "$STATE/pod-logs"
+staticPodPath: "$STATE/static-pods"
 resolvConf: ""
 clusterDNS: []
 imageGCHighThresholdPercent: 100

@@ -139,6 +139,8 @@ spec:
 		socket := c.startDaemon(t, work)
 		c.install(t, work, fmt.Sprintf(`"type":"braid-shim","daemonSocket":%q`, socket))
 		c.podWithTwoNetworks(t, p, ns, "web-d", work, ipam)
+		// A static pod, which the runtime names by the kubelet's UID and the API by its mirror's.
+		c.staticPodWithTwoNetworks(t, p, ns, work, ipam)
 	})
 	c.t = t
 }
@@ -172,10 +174,9 @@ func (c *cluster) startDaemon(t *testing.T, work string) string {
 	return testenv.StartBraidDaemon(t, filepath.Join(work, "braid"), work, node, c.kconf)
 }
 
-// podWithTwoNetworks creates a pod asking for net-a and net-b, checks its interfaces and network-status once
-// the kubelet reports it Ready, deletes it and checks that nothing is left.
-func (c *cluster) podWithTwoNetworks(t *testing.T, p localcluster.Paths, ns, name, work, ipam string) {
-	c.kubectlApply(fmt.Sprintf(`apiVersion: v1
+// twoNetworksPod is a pod asking for net-a and net-b.
+func twoNetworksPod(ns, name string) string {
+	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
   name: %s
@@ -185,8 +186,58 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - {name: pause, image: "registry.k8s.io/pause:3.10", imagePullPolicy: Never}
-`, name, ns))
+`, name, ns)
+}
+
+// podWithTwoNetworks creates a pod asking for net-a and net-b, checks its interfaces and network-status once
+// the kubelet reports it Ready, deletes it and checks that nothing is left.
+func (c *cluster) podWithTwoNetworks(t *testing.T, p localcluster.Paths, ns, name, work, ipam string) {
+	c.kubectlApply(twoNetworksPod(ns, name))
 	c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
+	c.checkTwoNetworks(t, p, ns, name)
+
+	// Deleting the pod leaves no link, no cache file and no address behind.
+	c.kubectl("-n", ns, "delete", "pod", name, "--wait=true", "--timeout=120s")
+	c.nothingLeft(t, work, ipam)
+}
+
+// staticPodWithTwoNetworks runs the pod of podWithTwoNetworks as a static pod of the node: the kubelet starts
+// it from a manifest, and braid finds it in the API through its mirror (another UID than the kubelet's, which
+// the mirror keeps in kubernetes.io/config.mirror). Removing the manifest removes the pod, and nothing is left.
+func (c *cluster) staticPodWithTwoNetworks(t *testing.T, p localcluster.Paths, ns, work, ipam string) {
+	manifest := filepath.Join(p.StaticPods(), "braid-static.yaml")
+	if err := os.WriteFile(manifest, []byte(twoNetworksPod(ns, "static")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	node := strings.TrimPrefix(strings.TrimSpace(c.kubectl("get", "nodes", "-o", "name")), "node/")
+	mirror := "static-" + node // the kubelet names a static pod after its node
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, _ := c.run(t.Context(), filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kconf, "-n", ns, "get", "pod", mirror,
+			"-o", `jsonpath={.metadata.annotations.kubernetes\.io/config\.mirror} {.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}`)
+		if f := strings.Fields(out); len(f) == 3 && f[2] == "True" {
+			if f[0] == f[1] {
+				t.Fatalf("mirror %s has the static pod's UID %s: this shows nothing", mirror, f[0])
+			}
+			t.Logf("static pod %s (UID %s) Ready through its mirror (UID %s)", mirror, f[0], f[1])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("static pod's mirror %s/%s not Ready within 3m: %q", ns, mirror, out)
+		}
+		time.Sleep(time.Second)
+	}
+	c.checkTwoNetworks(t, p, ns, mirror)
+
+	if err := os.Remove(manifest); err != nil {
+		t.Fatal(err)
+	}
+	c.nothingLeft(t, work, ipam)
+}
+
+// checkTwoNetworks checks the interfaces and network-status of a Ready pod of twoNetworksPod.
+func (c *cluster) checkTwoNetworks(t *testing.T, p localcluster.Paths, ns, name string) {
 
 	// The pod's network namespace has the three interfaces, and network-status says so.
 	netns, err := p.PodNetNS(t.Context(), ns, name)
@@ -216,10 +267,11 @@ spec:
 	if err != nil || len(sts) != 3 || !sts[0].Default || sts[1].Name != ns+"/net-a" || sts[2].Interface != "net2" {
 		t.Fatalf("network-status = %+v, %v", sts, err)
 	}
+}
 
-	// Deleting the pod leaves no link, no cache file and no address behind.
-	c.kubectl("-n", ns, "delete", "pod", name, "--wait=true", "--timeout=120s")
-	deadline = time.Now().Add(60 * time.Second)
+// nothingLeft waits until a deleted pod of twoNetworksPod has left no link, cache file or address behind.
+func (c *cluster) nothingLeft(t *testing.T, work, ipam string) {
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		left := leftovers(t, work, ipam)
 		if len(left) == 0 {

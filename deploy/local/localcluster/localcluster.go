@@ -38,6 +38,9 @@ type Paths struct {
 // AdminKubeconfig is the cluster admin's kubeconfig.
 func (p Paths) AdminKubeconfig() string { return filepath.Join(p.State, "admin.kubeconfig") }
 
+// StaticPods is the kubelet's staticPodPath: a manifest written there runs as a static pod of the node.
+func (p Paths) StaticPods() string { return filepath.Join(p.State, "static-pods") }
+
 // CrictlConfig is crictl's config pointing at the cluster's containerd.
 func (p Paths) CrictlConfig() string { return filepath.Join(p.State, "crictl.yaml") }
 
