@@ -238,7 +238,6 @@ func (c *cluster) staticPodWithTwoNetworks(t *testing.T, p localcluster.Paths, n
 
 // checkTwoNetworks checks the interfaces and network-status of a Ready pod of twoNetworksPod.
 func (c *cluster) checkTwoNetworks(t *testing.T, p localcluster.Paths, ns, name string) {
-
 	// The pod's network namespace has the three interfaces, and network-status says so.
 	netns, err := p.PodNetNS(t.Context(), ns, name)
 	if err != nil {
