@@ -64,7 +64,7 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if holder != nil && !finished(holder) {
+		if holder != nil && !finished(holder) && !holder.Spec.HostNetwork {
 			r.mirrorGone.Delete(f.UID)
 			return ctrl.Result{}, nil
 		}
@@ -72,7 +72,8 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 		if holder != nil {
-			// Finished: its assignment stops naming its addresses before any goes back to the pool, so that
+			// Finished, or on the host's network (held since a version that served such pods), so it never
+			// uses its addresses: its assignment stops naming them before any goes back to the pool, so that
 			// no reader of the pod's annotation is handed an address another pod may get.
 			if err := withdraw(ctx, r.Client, holder); err != nil {
 				return ctrl.Result{}, err
@@ -127,9 +128,10 @@ func (r *floatingIPReconciler) holder(ctx context.Context, f *braidv1.FloatingIP
 	return pod, nil
 }
 
-// withdraw rewrites a finished pod's assignment without addresses: each interface keeps its network and says
-// why it has none. Its addresses go back by policy, and may go to another pod; the finished pod starts no
-// sandbox, but its annotation must not name them (a CNI call reading it, a person, a tool).
+// withdraw rewrites the assignment of a finished pod (or of one on the host's network) without addresses: each
+// interface keeps its network and says why it has none. Its addresses go back by policy, and may go to another
+// pod; the pod starts no sandbox with them, but its annotation must not name them (a CNI call reading it, a
+// person, a tool).
 func withdraw(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 	value, ok := pod.Annotations[assignment.Annotation]
 	if !ok {
@@ -141,6 +143,10 @@ func withdraw(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 	}
 	msg := fmt.Sprintf("pod %s/%s has finished (phase %s): its addresses went back to their pools",
 		pod.Namespace, pod.Name, pod.Status.Phase)
+	if pod.Spec.HostNetwork {
+		msg = fmt.Sprintf("pod %s/%s uses the host's network, for which no CNI runs: its addresses went back to their pools",
+			pod.Namespace, pod.Name)
+	}
 	changed := false
 	for name, iface := range a.Interfaces {
 		if len(iface.Addresses) > 0 || iface.Error != msg {

@@ -128,7 +128,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !servable(pod) {
-		if finished(pod) {
+		if finished(pod) || pod.Spec.HostNetwork {
 			// The FloatingIP controller withdrew its addresses before releasing them; a reconcile that began
 			// before the pod finished may have published them again since.
 			return ctrl.Result{}, withdraw(ctx, r.Client, pod)
