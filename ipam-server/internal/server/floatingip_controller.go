@@ -64,7 +64,7 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if holder != nil && !finished(holder) && !holder.Spec.HostNetwork {
+		if holder != nil && !usesNoAddress(holder) {
 			r.mirrorGone.Delete(f.UID)
 			return ctrl.Result{}, nil
 		}

@@ -128,7 +128,7 @@ func (r *podReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !servable(pod) {
-		if finished(pod) || pod.Spec.HostNetwork {
+		if usesNoAddress(pod) {
 			// The FloatingIP controller withdrew its addresses before releasing them; a reconcile that began
 			// before the pod finished may have published them again since.
 			return ctrl.Result{}, withdraw(ctx, r.Client, pod)
@@ -228,7 +228,13 @@ func (r *podReconciler) keepServed(pod *corev1.Pod, sel podnet.Selection, held [
 // it, so no meta-plugin attaches the networks it names (Multus ignores them too), and addresses held for it
 // would be lost to the pool until it went.
 func servable(pod *corev1.Pod) bool {
-	return pod.Spec.NodeName != "" && !pod.Spec.HostNetwork && pod.DeletionTimestamp == nil && !finished(pod)
+	return pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil && !usesNoAddress(pod)
+}
+
+// usesNoAddress: no sandbox of the pod has, or will have, its addresses: it finished, or it is on the host's
+// network. What it holds goes back by policy, and its assignment stops naming it (withdraw).
+func usesNoAddress(pod *corev1.Pod) bool {
+	return finished(pod) || pod.Spec.HostNetwork
 }
 
 // finished: the pod ran to completion or failed for good (a Job's pod, an evicted pod). Its sandbox is torn
