@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -240,6 +241,12 @@ func (h *harness) run(t *testing.T, s scenario) string {
 	writes -= float64(s.pods) // minus the pod creations themselves
 	if n := failures.Load(); n > 0 {
 		t.Errorf("%s: %d pods failed; first: %v", s.label, n, firstErr.Load())
+	}
+	// The next scenario starts on a cluster without these pods, as this one started without the last one's:
+	// deleted at once (no kubelet here confirms a graceful deletion), their addresses released before the
+	// next scenario's quiet wait ends.
+	if err := h.clientset.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	allocs := float64(s.pods * s.networks)
 	slices.Sort(latencies)
