@@ -88,11 +88,22 @@ func (c *Cache) PodAnnotation(ctx context.Context, q shim.AnnotationQuery) shim.
 	key := q.Namespace + "/" + q.Name
 	wait := min(q.Wait, maxAnnotationWait)
 	start := time.Now()
+	var found shim.AnnotationAnswer // the pod as this query last found it
 	for {
 		changed, stop := c.waiters.next(key) // before the read, so that no change is missed in between
 		var ans shim.AnnotationAnswer
 		if obj, ok, err := c.pods.GetStore().GetByKey(key); err == nil && ok {
 			ans = answer(obj.(*corev1.Pod), q)
+		}
+		if found.Found && !ans.Found && q.EndOnDeletion {
+			// The pod this query found has left the cache: it was deleted. Deleted outright (a grace period of
+			// 0), it is marked deleting and removed at once, and the cache may have taken both before this read.
+			stop()
+			found.Deleting = true
+			return found
+		}
+		if ans.Found {
+			found = ans
 		}
 		limit := wait
 		if !ans.Found {

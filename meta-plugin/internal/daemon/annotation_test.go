@@ -143,6 +143,48 @@ func TestPodAnnotationAnswersAPodBeingDeleted(t *testing.T) {
 	}
 }
 
+// A pod deleted outright (grace period 0) while a query waits is marked deleting and removed in one go: the
+// cache may apply both before the query reads it again, so that the query never sees it being deleted, only
+// gone. The query is answered at once with Deleting, as for a pod seen being deleted; before, it waited
+// notSeenWait and answered "not found", and braid-ipam went on to ask the API server.
+func TestPodAnnotationAnswersAPodRemovedWhileWaiting(t *testing.T) {
+	ns := suiteEnv.Namespace(t)
+	pod := createPod(t, ns, "removed", "node-r")
+	api, _ := api(t)
+	d, ctx, _ := runDaemon(t, api, "node-r")
+	awaitServing(ctx, t, d, ns, "removed")
+	answered := make(chan shim.AnnotationAnswer, 1)
+	go func() {
+		a, err := shim.AskPodAnnotation(ctx, d.cfg.Socket, shim.AnnotationQuery{Namespace: ns, Name: "removed", UID: string(pod.UID),
+			Key: testKey, EndOnDeletion: true, Wait: time.Minute})
+		if err != nil {
+			t.Error(err)
+		}
+		answered <- a
+	}()
+	eventually(t, "query waiting", func() bool { return d.Cache.waiters.count() == 1 })
+	// What the informer does with the pod's last events when it takes them together: its store drops the
+	// pod, then the handlers hear of it.
+	obj, ok, err := d.Cache.pods.GetStore().GetByKey(ns + "/removed")
+	if err != nil || !ok {
+		t.Fatalf("pod not in the cache: %v", err)
+	}
+	start := time.Now()
+	must(t, d.Cache.pods.GetStore().Delete(obj))
+	d.Cache.waiters.changed(obj)
+	select {
+	case a := <-answered:
+		if !a.Found || !a.Deleting || a.UID != string(pod.UID) {
+			t.Errorf("query = %+v, want pod %s being deleted", a, pod.UID)
+		}
+		if took := time.Since(start); took > notSeenWait/2 {
+			t.Errorf("answered %v after the pod left the cache, want at once", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("query not answered 10s after the pod left the cache")
+	}
+}
+
 // holdOnDeletion gives the pod a finalizer, so that deleting it leaves it with a deletionTimestamp (as a
 // terminating pod stays while the kubelet stops it), and removes the finalizer when the test ends.
 func holdOnDeletion(t *testing.T, pod *corev1.Pod) {
