@@ -130,10 +130,12 @@ func mkPool(t *testing.T, spec braidv1.IPPoolSpec) string {
 	return p.Name
 }
 
-// netConf is the NAD config a user writes, pointing braid-ipam at the test API server.
+// netConf is the NAD config a user writes, pointing braid-ipam at the test API server. Its timeout only bounds
+// calls that succeed (a test that waits for the deadline sets a short one), so it is long: on a loaded CI
+// machine the server may take seconds to assign a pod made a moment before.
 func netConf(cniVersion, name, parent string, pools ...string) string {
 	return fmt.Sprintf(`{"cniVersion":%q,"name":%q,"type":"macvlan","master":%q,"mode":"bridge",`+
-		`"ipam":{"type":"braid-ipam","pools":["%s"],"kubeconfig":%q,"timeout":"3s","daemonSocket":"/nonexistent/braid.sock"}}`,
+		`"ipam":{"type":"braid-ipam","pools":["%s"],"kubeconfig":%q,"timeout":"15s","daemonSocket":"/nonexistent/braid.sock"}}`,
 		cniVersion, name, parent, strings.Join(pools, `","`), kubeconfig)
 }
 
