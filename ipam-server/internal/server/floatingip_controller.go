@@ -104,8 +104,9 @@ func (r *floatingIPReconciler) mirrorWait(f *braidv1.FloatingIP, holder *corev1.
 	if holder != nil || f.Annotations[staticPodAnnotation] == "" || effectivePolicy(f) != braidv1.ReleaseOnPodDeletion {
 		return 0
 	}
-	first, _ := r.mirrorGone.LoadOrStore(f.UID, r.state.now())
-	if wait := r.mirrorGrace - r.state.now().Sub(first.(time.Time)); wait > 0 {
+	now := r.state.now()
+	first, _ := r.mirrorGone.LoadOrStore(f.UID, now)
+	if wait := r.mirrorGrace - now.Sub(first.(time.Time)); wait > 0 {
 		return wait
 	}
 	r.mirrorGone.Delete(f.UID)
