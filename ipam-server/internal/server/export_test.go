@@ -165,3 +165,16 @@ func PodsHolding(ctx context.Context, cache client.Client, api client.Reader, po
 
 // SetClock makes the controller read the time from now.
 func (f *FloatingIPController) SetClock(now func() time.Time) { f.r.state.now = now }
+
+// SetMirrorGrace sets how long a static pod's FloatingIP waits for a new mirror.
+func (f *FloatingIPController) SetMirrorGrace(d time.Duration) { f.r.mirrorGrace = d }
+
+// MirrorWaits counts the FloatingIPs the controller remembers as waiting for a static pod's new mirror.
+func (f *FloatingIPController) MirrorWaits() int {
+	n := 0
+	f.r.mirrorGone.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// StaticPodAnnotation marks the FloatingIP of a static pod, with the static pod's UID.
+const StaticPodAnnotation = staticPodAnnotation

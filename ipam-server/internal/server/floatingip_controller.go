@@ -27,9 +27,16 @@ type floatingIPReconciler struct {
 	state   *state
 	metrics *Metrics
 	// mirrorGrace is how long a static pod's FloatingIP waits for a new mirror once its mirror is gone;
-	// mirrorGone has when each such FloatingIP (by UID) was first seen without its mirror.
+	// mirrorGone has, by the FloatingIP's name, when such a FloatingIP was first seen without its mirror
+	// (a mirrorGoneSince). By name, so that the entry goes with a FloatingIP deleted during the grace.
 	mirrorGrace time.Duration
 	mirrorGone  sync.Map
+}
+
+// mirrorGoneSince is when the FloatingIP of UID was first seen without its static pod's mirror.
+type mirrorGoneSince struct {
+	uid   types.UID
+	since time.Time
 }
 
 // effectivePolicy is the FloatingIP's policy; a hand-made FloatingIP with no policy is an admin reservation.
@@ -46,6 +53,9 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	f := &braidv1.FloatingIP{}
 	if err := r.Get(ctx, req.NamespacedName, f); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mirrorGone.Delete(req.Name) // deleted during its mirror's grace (by hand, say)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if f.Status.Phase == braidv1.FloatingIPReleased {
@@ -65,7 +75,7 @@ func (r *floatingIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, err
 		}
 		if holder != nil && !usesNoAddress(holder) {
-			r.mirrorGone.Delete(f.UID)
+			r.mirrorGone.Delete(req.Name)
 			return ctrl.Result{}, nil
 		}
 		if wait := r.mirrorWait(f, holder); wait > 0 {
@@ -104,12 +114,17 @@ func (r *floatingIPReconciler) mirrorWait(f *braidv1.FloatingIP, holder *corev1.
 	if holder != nil || f.Annotations[staticPodAnnotation] == "" || effectivePolicy(f) != braidv1.ReleaseOnPodDeletion {
 		return 0
 	}
-	now := r.state.now()
-	first, _ := r.mirrorGone.LoadOrStore(f.UID, now)
-	if wait := r.mirrorGrace - now.Sub(first.(time.Time)); wait > 0 {
+	key, now := f.Name, r.state.now()
+	seen, _ := r.mirrorGone.LoadOrStore(key, mirrorGoneSince{uid: f.UID, since: now})
+	first := seen.(mirrorGoneSince)
+	if first.uid != f.UID { // an entry of an earlier FloatingIP of this name, whose deletion was not heard of
+		first = mirrorGoneSince{uid: f.UID, since: now}
+		r.mirrorGone.Store(key, first)
+	}
+	if wait := r.mirrorGrace - now.Sub(first.since); wait > 0 {
 		return wait
 	}
-	r.mirrorGone.Delete(f.UID)
+	r.mirrorGone.Delete(key)
 	return 0
 }
 

@@ -7,8 +7,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/braid-cni/braid/crds/podid"
+	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
+	"github.com/braid-cni/braid/ipam-server/internal/pool"
 	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
 
@@ -78,5 +81,40 @@ func TestStaticPodsAddressIsReleasedWhenItsMirrorStaysGone(t *testing.T) {
 	})
 	if took := time.Since(deleted); took < grace {
 		t.Fatalf("released %v after the mirror went, before the grace of %v", took, grace)
+	}
+}
+
+// A static pod's FloatingIP deleted by hand while it waits for a new mirror leaves nothing behind: the
+// controller forgets its wait (one entry per such FloatingIP, for the life of the process, before).
+func TestAStaticPodsFloatingIPDeletedDuringTheGraceIsForgotten(t *testing.T) {
+	ctx := context.Background()
+	f := &braidv1.FloatingIP{ObjectMeta: metav1.ObjectMeta{Name: "grace-203-0-113-6",
+		Annotations: map[string]string{server.StaticPodAnnotation: "5e6f708192a3b4c5d6e7f8091a2b3c4d"}},
+		Spec: braidv1.FloatingIPSpec{IP: "203.0.113.6", Pool: "grace", Pod: "kube-system/etcd-node-1", PodUID: "0c2f",
+			ReleasePolicy: braidv1.ReleaseOnPodDeletion}}
+	if err := k8s.Create(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, f) })
+	m, err := pool.Parse(braidv1.IPPoolSpec{CIDR: "203.0.113.0/29"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := server.NewFloatingIPController(k8s, map[string]pool.Model{"grace": m})
+	fc.SetMirrorGrace(time.Hour)
+	if err := fc.Reconcile(ctx, f.Name); err != nil {
+		t.Fatal(err)
+	}
+	if n := fc.MirrorWaits(); n != 1 {
+		t.Fatalf("the FloatingIP of a static pod without its mirror: %d waits, want 1", n)
+	}
+	if err := k8s.Delete(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.Reconcile(ctx, f.Name); err != nil {
+		t.Fatal(err)
+	}
+	if n := fc.MirrorWaits(); n != 0 {
+		t.Errorf("after the FloatingIP was deleted: %d waits remembered, want none", n)
 	}
 }
