@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -143,7 +144,11 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	if h.k8s, err = client.New(env.TokenConfig(), client.Options{Scheme: scheme}); err != nil {
 		t.Fatal(err)
 	}
-	if h.clientset, err = kubernetes.NewForConfig(env.TokenConfig()); err != nil {
+	// Pods are created in protobuf, as the controllers that create them in a cluster (ReplicaSet, Job,
+	// StatefulSet) send them.
+	podCfg := env.TokenConfig()
+	podCfg.ContentType = runtime.ContentTypeProtobuf
+	if h.clientset, err = kubernetes.NewForConfig(podCfg); err != nil {
 		t.Fatal(err)
 	}
 	return h
