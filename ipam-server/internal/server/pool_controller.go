@@ -9,8 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	braidv1 "github.com/braid-cni/braid/crds/v1alpha1"
 	"github.com/braid-cni/braid/ipam-server/internal/pool"
@@ -28,6 +33,17 @@ const poolResync = 30 * time.Second
 // statusInterval spaces a pool's status writes during bursts: every FloatingIP event enqueues its pool, and
 // writing each time would cost more API writes than the allocations themselves.
 const statusInterval = 5 * time.Second
+
+// recountDelay gathers a burst of a pool's address changes into one recount: a recount walks every address
+// the pool holds, under the allocator's lock that allocations wait on, and a status write is held back for
+// statusInterval anyway; only the gauges lag, by this much at most.
+const recountDelay = 500 * time.Millisecond
+
+// recountLater enqueues a pool whose addresses changed (state.changed) for a recount after recountDelay; the
+// queue keeps one entry per pool, so that a burst of changes makes one recount.
+var recountLater = handler.Funcs{GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: e.Object.GetName()}}, recountDelay)
+}}
 
 // poolReconciler loads pools into the allocator and keeps their status (total / used / free, conditions) true.
 type poolReconciler struct {

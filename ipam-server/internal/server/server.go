@@ -294,7 +294,7 @@ func setup(mgr manager.Manager, s *state, m *Metrics, opts Options) error {
 		Watches(&braidv1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 			return poolRequests(ctx, c)
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesRawSource(source.Channel(s.poolChanged, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(s.poolChanged, recountLater)).
 		Complete(&poolReconciler{Client: c, api: mgr.GetAPIReader(), state: s, metrics: m})
 }
 
