@@ -73,7 +73,10 @@ type state struct {
 	// objects are the FloatingIPs of each address, by name; true for one released (cooling down, or waiting
 	// to be deleted), false for one that holds the address.
 	objects map[netip.Addr]map[string]bool
-	claimed map[netip.Addr]time.Time // picked here (Allocate, Claim) at that time; its FloatingIP not seen yet
+	// heldUsable is how many addresses of objects the model makes usable: Stats' count of the held ones, kept
+	// as objects come and go and recounted when the model changes, so that Stats does not walk them all.
+	heldUsable int64
+	claimed    map[netip.Addr]time.Time // picked here (Allocate, Claim) at that time; its FloatingIP not seen yet
 	// released is when the address was last released; kept after its FloatingIP is gone, for the cool-down
 	// and the least-recently-used order, until forgetOldReleases forgets it.
 	released map[netip.Addr]time.Time
@@ -100,7 +103,7 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.pools[name]; ok {
-		s.model, s.scanFrom = m, nil
+		s.setModel(m)
 		return false
 	}
 	s, ok := a.unloaded[name]
@@ -108,7 +111,7 @@ func (a *Allocator) SetPool(name string, m pool.Model) (added bool) {
 		s = newState(m)
 	}
 	delete(a.unloaded, name)
-	s.model, s.scanFrom = m, nil
+	s.setModel(m)
 	a.pools[name] = s
 	return true
 }
@@ -130,10 +133,21 @@ func (a *Allocator) RemovePool(name string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.pools[name]; ok {
-		s.model, s.claimed = pool.Model{}, map[netip.Addr]time.Time{}
+		s.setModel(pool.Model{})
+		s.claimed = map[netip.Addr]time.Time{}
 		a.unloaded[name] = s
 	}
 	delete(a.pools, name)
+}
+
+// setModel gives the pool model m, which starts neverUsed's scans afresh and recounts heldUsable.
+func (s *state) setModel(m pool.Model) {
+	s.model, s.scanFrom, s.heldUsable = m, nil, 0
+	for addr := range s.objects {
+		if m.Usable(addr) {
+			s.heldUsable++
+		}
+	}
 }
 
 func (a *Allocator) get(name string) (*state, error) {
@@ -168,8 +182,11 @@ func (a *Allocator) Observe(name string, addr netip.Addr, object string, release
 		return nil
 	}
 	s := a.record(name)
-	if s.objects[addr] == nil {
+	if len(s.objects[addr]) == 0 {
 		s.objects[addr] = map[string]bool{}
+		if s.model.Usable(addr) {
+			s.heldUsable++
+		}
 	}
 	s.objects[addr][object] = releasedAt != nil
 	delete(s.claimed, addr)
@@ -193,9 +210,14 @@ func (a *Allocator) Forget(name string, addr netip.Addr, object string, at time.
 	a.gone[object] = at
 	s := a.record(name)
 	wasReleased, known := s.objects[addr][object]
-	delete(s.objects[addr], object)
-	if len(s.objects[addr]) == 0 {
-		delete(s.objects, addr)
+	if objs, ok := s.objects[addr]; ok {
+		delete(objs, object)
+		if len(objs) == 0 {
+			delete(s.objects, addr)
+			if s.model.Usable(addr) {
+				s.heldUsable--
+			}
+		}
 	}
 	if (!known || !wasReleased) && at.After(s.released[addr]) {
 		s.released[addr] = at
@@ -392,12 +414,7 @@ func (a *Allocator) Stats(name string, now time.Time) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	var used int64
-	for addr := range s.objects {
-		if s.model.Usable(addr) {
-			used++
-		}
-	}
+	used := s.heldUsable
 	for addr := range s.claimed {
 		if len(s.objects[addr]) == 0 && s.claimedAt(addr, now) && s.model.Usable(addr) {
 			used++

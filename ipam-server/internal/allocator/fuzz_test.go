@@ -17,27 +17,34 @@ import (
 // does (picked, created, released, deleted, made by hand, a create failing), and checks every answer against a
 // plain reference model: it never hands out an address that is held, picked already, excluded, outside the
 // pool, in cool-down, or whose FloatingIP still exists; it reports exhaustion only when nothing is free; and it
-// picks exactly the address the ordering rules name.
+// picks exactly the address the ordering rules name. Its count of used addresses matches the reference's, also
+// after the pool's spec changed or the pool was deleted and made again.
 func FuzzAllocator(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0, 2, 0, 3, 0, 7, 9, 0, 0})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 200, 0, 0})
 	f.Add([]byte{2, 4, 2, 1, 0, 2, 0, 7, 200, 3, 0, 7, 200, 0, 0, 6, 3, 0, 0})
 	// few releases remembered: pods one after the other, each deleted, until old releases are forgotten
 	f.Add(slices.Concat([]byte{0x81}, bytes.Repeat([]byte{0, 0, 1, 0, 3, 0, 5, 100}, 8), []byte{0, 0, 0, 0}))
-	specs := []braidv1.IPPoolSpec{
-		{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.4/30", "192.0.2.9"}},
-		{CIDR: "2001:db8:1::/124", Ranges: []braidv1.IPRange{{Start: "2001:db8:1::2", End: "2001:db8:1::6"}, {Start: "2001:db8:1::a", End: "2001:db8:1::c"}}},
-		{CIDR: "198.51.100.0/31"},
+	// Each pool's spec, and the spec an admin changes it to (op 8).
+	specs := [][2]braidv1.IPPoolSpec{
+		{{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.4/30", "192.0.2.9"}},
+			{CIDR: "192.0.2.0/28", Gateway: "192.0.2.1", Excludes: []string{"192.0.2.8/29"}}},
+		{{CIDR: "2001:db8:1::/124", Ranges: []braidv1.IPRange{{Start: "2001:db8:1::2", End: "2001:db8:1::6"}, {Start: "2001:db8:1::a", End: "2001:db8:1::c"}}},
+			{CIDR: "2001:db8:1::/124", Ranges: []braidv1.IPRange{{Start: "2001:db8:1::4", End: "2001:db8:1::b"}}}},
+		{{CIDR: "198.51.100.0/31"}, {CIDR: "198.51.100.0/31", Excludes: []string{"198.51.100.1"}}},
 	}
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) == 0 {
 			return
 		}
-		spec := specs[int(ops[0])%len(specs)]
-		m, err := pool.Parse(spec)
-		if err != nil {
-			t.Fatal(err)
+		var models [2]pool.Model
+		for i, spec := range specs[int(ops[0])%len(specs)] {
+			var err error
+			if models[i], err = pool.Parse(spec); err != nil {
+				t.Fatal(err)
+			}
 		}
+		m := models[0]
 		a := New()
 		a.SetPool("p", m)
 		ref := &reference{model: m, objects: map[netip.Addr]map[string]*time.Time{}, picked: map[netip.Addr]time.Time{},
@@ -49,7 +56,7 @@ func FuzzAllocator(f *testing.F) {
 		candidates := addrsOf(m.Prefix)
 
 		for i := 1; i+1 < len(ops); i += 2 {
-			op, arg := ops[i]%8, int(ops[i+1])
+			op, arg := ops[i]%10, int(ops[i+1])
 			switch op {
 			case 0: // allocate
 				got, err := a.Allocate("p", now)
@@ -118,6 +125,14 @@ func FuzzAllocator(f *testing.F) {
 					a.Unclaim("p", addr)
 					delete(ref.picked, addr)
 				}
+			case 8: // an admin changes the pool's spec
+				m = models[arg%2]
+				a.SetPool("p", m)
+				ref.model = m
+			case 9: // the pool is deleted and made again (its FloatingIPs kept): what was picked is dropped
+				a.RemovePool("p")
+				a.SetPool("p", m)
+				ref.picked = map[netip.Addr]time.Time{}
 			}
 		}
 		st, err := a.Stats("p", now)
