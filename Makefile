@@ -10,6 +10,7 @@ BIN     := $(CACHE)/bin
 OUT     := $(CACHE)/braid-bin
 LOCAL   := deploy/local
 BINARIES := braid=meta-plugin/cmd/braid braid-shim=meta-plugin/cmd/braid-shim braid-ipam=ipam-server/cmd/braid-ipam \
+            braid-ipam-api=ipam-server/cmd/braid-ipam-api \
             braid-ipam-server=ipam-server/cmd/braid-ipam-server braid-sriov-dp=sriov-device/cmd/braid-sriov-dp
 # Packages named e2e need the local cluster; `make test` runs them last, one at a time (the cluster's own
 # e2e first: it proves cluster-up and cluster-down).

@@ -294,7 +294,7 @@ down() {
 		clean=false # braid was installed and the API server cannot remove it
 	fi
 	# What braid's installer left on the node (it keeps its conf on exit, on purpose).
-	rm -rf "$CONF_DIR/00-braid.conflist" "$CONF_DIR/braid.d" "$CNI_BIN/braid" "$CNI_BIN/braid-ipam" \
+	rm -rf "$CONF_DIR/00-braid.conflist" "$CONF_DIR/braid.d" "$CNI_BIN/braid" "$CNI_BIN/braid-shim" "$CNI_BIN/braid-ipam" "$CNI_BIN/braid-ipam-api" \
 		"$STATE/braid" "$STATE/devinfo"
 	if $clean; then
 		"$REPO/deploy/local/cluster-down.sh"

@@ -240,7 +240,7 @@ func binaries(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir = filepath.Join(tmp, "bin")
-		buildErr = testenv.Build(context.Background(), binDir, "./meta-plugin/cmd/braid", "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-server")
+		buildErr = testenv.Build(context.Background(), binDir, "./meta-plugin/cmd/braid", "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-api", "./ipam-server/cmd/braid-ipam-server")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

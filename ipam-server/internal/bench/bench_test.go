@@ -106,7 +106,7 @@ func setup(t *testing.T, env *testenv.Env) *harness {
 	}
 	dir := t.TempDir()
 	h := &harness{binDir: filepath.Join(dir, "bin"), kubeconfig: filepath.Join(dir, "kubeconfig"), wbConf: filepath.Join(dir, "whereabouts.conf")}
-	if err := testenv.Build(t.Context(), h.binDir, "./ipam-server/cmd/braid-ipam", "./meta-plugin/cmd/braid"); err != nil {
+	if err := testenv.Build(t.Context(), h.binDir, "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-api", "./meta-plugin/cmd/braid"); err != nil {
 		t.Fatal(err)
 	}
 	wb := filepath.Join(root, ".cache", "cni-bin", "whereabouts")

@@ -1,3 +1,6 @@
+// Package plugin is braid-ipam's calls that read the API server: ADD on a node without braid's daemon, CHECK and
+// STATUS. It is the braid-ipam-api binary; braid-ipam (package front) runs it for those calls. It never
+// allocates: it reads the addresses braid-ipam-server recorded on the pod (read-only API access).
 package plugin
 
 import (
@@ -5,21 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"net"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/braid-cni/braid/crds/podid"
-	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/ipam-server/internal/apiread"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
+	"github.com/braid-cni/braid/ipam-server/internal/plugin/front"
 )
 
 // Plugin implements the CNI commands. NewClient is injected so tests and the binary share the code.
@@ -57,33 +56,15 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 }
 
 // Add returns the addresses braid-ipam-server assigned to (pod, interface), waiting for them a bounded time:
-// from braid's node daemon when it runs (its watch cache has the pod), else from the API server. A pod being
-// deleted without them fails at once: the server never serves it.
+// from braid's node daemon when it runs (its watch cache has the pod), else from the API server.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	conf, pod, err := parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
-	defer cancel()
-	iface, answered, err := waitViaDaemon(ctx, conf.IPAM.DaemonSocket, pod, args.IfName)
-	if err != nil {
-		return err
-	}
-	if !answered {
+	return front.Add(args, func(ctx context.Context, conf *front.Conf, pod front.PodArgs, ifName string) (assignment.Interface, error) {
 		c, err := p.client(conf)
 		if err != nil {
-			return err
+			return assignment.Interface{}, err
 		}
-		if iface, err = waitAssigned(ctx, c, pod, args.IfName); err != nil {
-			return err
-		}
-	}
-	res, err := toResult(iface, conf.CNIVersion)
-	if err != nil {
-		return err
-	}
-	return types.PrintResult(res, conf.CNIVersion)
+		return waitAssigned(ctx, c, pod, ifName)
+	})
 }
 
 // Del succeeds always: braid-ipam-server releases addresses when the pod goes, by policy; the node holds nothing.
@@ -99,7 +80,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.Wait)
 	defer cancel()
 	a, err := current(ctx, c, pod)
 	if err != nil {
@@ -123,7 +104,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 
 // Status reports whether the plugin can serve: the API server answers and the named pools exist.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := front.ParseConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -131,7 +112,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "braid-ipam: cannot build an API client", err.Error())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.Wait)
 	defer cancel()
 	for _, name := range conf.IPAM.Pools {
 		_, err := cachedGet(ctx, c, ippoolPath(name))
@@ -146,31 +127,19 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return nil
 }
 
-func (p *Plugin) setup(args *skel.CmdArgs) (*Conf, podArgs, *apiread.Client, error) {
-	conf, pod, err := parse(args)
+func (p *Plugin) setup(args *skel.CmdArgs) (*front.Conf, front.PodArgs, *apiread.Client, error) {
+	conf, pod, err := front.Parse(args)
 	if err != nil {
-		return nil, podArgs{}, nil, err
+		return nil, front.PodArgs{}, nil, err
 	}
 	c, err := p.client(conf)
 	if err != nil {
-		return nil, podArgs{}, nil, err
+		return nil, front.PodArgs{}, nil, err
 	}
 	return conf, pod, c, nil
 }
 
-func parse(args *skel.CmdArgs) (*Conf, podArgs, error) {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return nil, podArgs{}, err
-	}
-	pod, err := parseArgs(args.Args)
-	if err != nil {
-		return nil, podArgs{}, err
-	}
-	return conf, pod, nil
-}
-
-func (p *Plugin) client(conf *Conf) (*apiread.Client, error) {
+func (p *Plugin) client(conf *front.Conf) (*apiread.Client, error) {
 	c, err := p.NewClient(conf.IPAM.Kubeconfig)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "braid-ipam: ipam.kubeconfig", err.Error())
@@ -191,21 +160,15 @@ func cachedGet(ctx context.Context, c *apiread.Client, path string) (*apiread.Me
 	return &o.Metadata, nil
 }
 
-// networksAnnotation is where a pod asks for its networks and names their interfaces.
-const networksAnnotation = "k8s.v1.cni.cncf.io/networks"
-
 // retryGet spaces reads of the pod while the API server does not answer.
 const retryGet = 250 * time.Millisecond
-
-// errNotYet is the reason given when the server has recorded nothing for the interface.
-var errNotYet = errors.New("braid-ipam-server has not assigned an address yet (is it running?)")
 
 // waitAssigned reads the pod and, until its annotation assigns the interface addresses, watches it from
 // that version on; when the context ends it fails with code 11 (try again later) and the reason the server
 // recorded, and at once when the pod is being deleted. One GET answers when the server was first; a closed
 // watch resumes from a fresh GET.
-func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName string) (assignment.Interface, error) {
-	reason := errNotYet.Error()
+func waitAssigned(ctx context.Context, c *apiread.Client, pod front.PodArgs, ifName string) (assignment.Interface, error) {
+	reason := front.ErrNotYet.Error()
 	for {
 		// A stale answer only means the watch below replays what followed.
 		p, err := cachedGet(ctx, c, podPath(pod.Namespace, pod.Name))
@@ -220,7 +183,7 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 				return iface, nil
 			}
 			if beingDeleted(p, pod.UID) {
-				return assignment.Interface{}, podBeingDeleted(pod)
+				return assignment.Interface{}, front.PodBeingDeleted(pod)
 			}
 			iface, done, err := watchAssigned(ctx, c, p.ResourceVersion, pod, ifName, &reason)
 			if done || err != nil {
@@ -229,7 +192,7 @@ func waitAssigned(ctx context.Context, c *apiread.Client, pod podArgs, ifName st
 			pause(ctx) // a watch refused or ended at once (an overloaded API server) must not make a busy loop
 		}
 		if ctx.Err() != nil {
-			return assignment.Interface{}, noAddress(pod, ifName, reason)
+			return assignment.Interface{}, front.NoAddress(pod, ifName, reason)
 		}
 	}
 }
@@ -244,52 +207,9 @@ func pause(ctx context.Context) {
 	}
 }
 
-// noAddress is ADD's answer when the deadline passed: try again later, with what the server recorded.
-func noAddress(pod podArgs, ifName, reason string) error {
-	return types.NewError(types.ErrTryAgainLater,
-		fmt.Sprintf("braid-ipam: no address for pod %s/%s interface %s: %s", pod.Namespace, pod.Name, ifName, reason), "")
-}
-
-// waitViaDaemon asks braid's node daemon, when it listens on socket, for the pod's assignment, until the
-// interface is assigned, the pod is being deleted, or ctx ends. answered is false when the daemon cannot
-// answer (not running, an older daemon, or the pod not in its cache; a missing socket fails the dial at once):
-// the caller then reads the API server. A daemon older than AnnotationAnswer.Deleting leaves a pod being
-// deleted to the deadline, as before.
-func waitViaDaemon(ctx context.Context, socket string, pod podArgs, ifName string) (iface assignment.Interface, answered bool, err error) {
-	reason := errNotYet.Error()
-	after := ""
-	for {
-		deadline, _ := ctx.Deadline()
-		ans, err := shim.AskPodAnnotation(ctx, socket, shim.AnnotationQuery{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
-			Key: assignment.Annotation, After: after, Wait: time.Until(deadline), EndOnDeletion: true})
-		switch {
-		case ctx.Err() != nil:
-			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
-		case err != nil || !ans.Found:
-			return assignment.Interface{}, false, nil //nolint:nilerr // the API server answers instead
-		}
-		meta := &apiread.Meta{UID: ans.UID}
-		if ans.Value != "" {
-			meta.Annotations = map[string]string{assignment.Annotation: ans.Value}
-		}
-		// The daemon answered for pod.UID (the mirror of a static pod answers for the static pod's), so the
-		// UID left to check is the assignment's, against the answering pod's.
-		if iface, done := assigned(meta, "", ifName, &reason); done {
-			return iface, true, nil
-		}
-		if ans.Deleting { // the daemon answers only for the pod of pod.UID, when it is known
-			return assignment.Interface{}, true, podBeingDeleted(pod)
-		}
-		if time.Until(deadline) <= 0 {
-			return assignment.Interface{}, true, noAddress(pod, ifName, reason)
-		}
-		after = ans.Value
-	}
-}
-
 // watchAssigned follows the pod from resourceVersion until it is assigned, being deleted or deleted, or the
 // watch ends.
-func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion string, pod podArgs, ifName string,
+func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion string, pod front.PodArgs, ifName string,
 	reason *string) (assignment.Interface, bool, error) {
 	w, err := c.Watch(ctx, podsPath(pod.Namespace), "metadata.name="+pod.Name, resourceVersion)
 	if err != nil {
@@ -316,7 +236,7 @@ func watchAssigned(ctx context.Context, c *apiread.Client, resourceVersion strin
 			return iface, true, nil
 		}
 		if beingDeleted(p, pod.UID) {
-			return assignment.Interface{}, false, podBeingDeleted(pod)
+			return assignment.Interface{}, false, front.PodBeingDeleted(pod)
 		}
 	}
 }
@@ -328,46 +248,13 @@ func beingDeleted(p *apiread.Meta, uid string) bool {
 	return p.Deleting() && podid.Is(p.UID, p.Annotations, uid)
 }
 
-// podBeingDeleted is ADD's answer for a pod being deleted before it had an address: code 11, as for a pod
-// already gone, since the runtime gives up the sandbox of a terminating pod anyway.
-func podBeingDeleted(pod podArgs) error {
-	return types.NewError(types.ErrTryAgainLater,
-		fmt.Sprintf("braid-ipam: pod %s/%s is being deleted; braid-ipam-server assigns no address to it", pod.Namespace, pod.Name), "")
-}
-
-// assigned reports whether the pod (of the expected UID) has addresses for the interface; otherwise it
-// updates reason with what the server recorded.
+// assigned is front.Assigned for a pod object read from the API server.
 func assigned(p *apiread.Meta, uid, ifName string, reason *string) (assignment.Interface, bool) {
-	if !podid.Is(p.UID, p.Annotations, uid) {
-		*reason = fmt.Sprintf("pod has UID %s, not %s (recreated?)", p.UID, uid)
-		return assignment.Interface{}, false
-	}
-	value, ok := p.Annotations[assignment.Annotation]
-	if !ok {
-		return assignment.Interface{}, false
-	}
-	a, err := assignment.Parse(value)
-	if err != nil {
-		*reason = err.Error()
-		return assignment.Interface{}, false
-	}
-	iface, ok := a.Interfaces[ifName]
-	switch {
-	case a.PodUID != p.UID:
-		return assignment.Interface{}, false
-	case !ok:
-		*reason = fmt.Sprintf("braid-ipam-server assigned the pod's interfaces [%s] but not %s (check the interface names in "+
-			"the pod's %s, and that the network's NAD exists)", strings.Join(slices.Sorted(maps.Keys(a.Interfaces)), " "), ifName, networksAnnotation)
-		return assignment.Interface{}, false
-	case iface.Error != "":
-		*reason = iface.Error
-		return assignment.Interface{}, false
-	}
-	return iface, len(iface.Addresses) > 0
+	return front.Assigned(p.UID, p.Annotations, uid, ifName, reason)
 }
 
 // current reads the pod's assignments once.
-func current(ctx context.Context, c *apiread.Client, pod podArgs) (assignment.Assignments, error) {
+func current(ctx context.Context, c *apiread.Client, pod front.PodArgs) (assignment.Assignments, error) {
 	o, err := c.Get(ctx, podPath(pod.Namespace, pod.Name), "")
 	if err != nil {
 		return assignment.Assignments{}, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: get pod %s/%s", pod.Namespace, pod.Name), err.Error())
@@ -379,40 +266,4 @@ func current(ctx context.Context, c *apiread.Client, pod podArgs) (assignment.As
 		return assignment.Assignments{}, types.NewError(types.ErrInternal, fmt.Sprintf("braid-ipam: pod %s/%s has no current assignment", pod.Namespace, pod.Name), "")
 	}
 	return a, nil
-}
-
-// toResult turns an assignment into a CNI result.
-func toResult(iface assignment.Interface, cniVersion string) (types.Result, error) {
-	res := &types100.Result{CNIVersion: types100.ImplementedSpecVersion}
-	gateways := map[bool]net.IP{}
-	for _, a := range iface.Addresses {
-		ip, ipnet, err := net.ParseCIDR(a.CIDR)
-		if err != nil {
-			return nil, types.NewError(types.ErrInternal, "braid-ipam: bad address in the assignment", a.CIDR)
-		}
-		ipnet.IP = ip
-		cfg := &types100.IPConfig{Address: *ipnet}
-		if a.Gateway != "" {
-			cfg.Gateway = net.ParseIP(a.Gateway)
-			gateways[ip.To4() != nil] = cfg.Gateway
-		}
-		res.IPs = append(res.IPs, cfg)
-	}
-	for _, r := range iface.Routes {
-		_, dst, err := net.ParseCIDR(r.Dst)
-		if err != nil {
-			return nil, types.NewError(types.ErrInternal, "braid-ipam: bad route in the assignment", r.Dst)
-		}
-		route := &types.Route{Dst: *dst}
-		if r.GW != "" {
-			route.GW = net.ParseIP(r.GW)
-		} else {
-			route.GW = gateways[dst.IP.To4() != nil]
-		}
-		res.Routes = append(res.Routes, route)
-	}
-	if iface.DNS != nil {
-		res.DNS = types.DNS{Nameservers: iface.DNS.Nameservers, Domain: iface.DNS.Domain, Search: iface.DNS.Search, Options: iface.DNS.Options}
-	}
-	return res.GetAsVersion(cniVersion)
 }

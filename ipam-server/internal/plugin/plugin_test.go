@@ -40,16 +40,14 @@ import (
 var (
 	env        *testenv.Env
 	k8s        client.Client
-	binDir     string // braid-ipam (built here) and the reference plugins
+	binDir     string // braid-ipam and braid-ipam-api (built here) and the reference plugins
 	kubeconfig string
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	for _, name := range []string{"test.fuzz", "test.list"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
-			os.Exit(m.Run()) // fuzzing (fuzz_test.go: pure parsers, many worker processes) and listing need no API server
-		}
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run()) // listing needs no API server
 	}
 	if os.Getenv("BRAID_TEST_LOG") == "" {
 		ctrl.SetLogger(logr.Discard())
@@ -83,7 +81,7 @@ func run(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(tmp)
 	binDir = filepath.Join(tmp, "bin")
-	if err := testenv.Build(context.Background(), binDir, "./ipam-server/cmd/braid-ipam"); err != nil {
+	if err := testenv.Build(context.Background(), binDir, "./ipam-server/cmd/braid-ipam", "./ipam-server/cmd/braid-ipam-api"); err != nil {
 		return 0, err
 	}
 	root, err := testenv.RepoRoot()

@@ -6,12 +6,14 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/braid-cni/braid/ipam-server/internal/plugin/front"
 )
 
 // prevAddresses reads CHECK's prevResult (of the conf's version) and returns its addresses, e.g.
 // 192.0.2.10/24. A null in its lists (a broken plugin earlier in the chain) is refused with the entry named:
 // the CNI library's conversions dereference every entry.
-func prevAddresses(conf *Conf) ([]string, error) {
+func prevAddresses(conf *front.Conf) ([]string, error) {
 	if conf.RawPrevResult == nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "braid-ipam: CHECK needs prevResult", "")
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/braid-cni/braid/crds/selection"
+	"github.com/braid-cni/braid/ipam-server/internal/ipamkeys"
 )
 
 // NetworksAnnotation is the NPWG network-selection annotation on pods.
@@ -179,8 +180,8 @@ func parseIPAM(field string, raw json.RawMessage) (IPAMConf, error) {
 		}
 		return IPAMConf{}, fmt.Errorf("spec.config: %s: %w", field, err)
 	}
-	if key, fix := UnknownIPAMKey(raw); key != "" {
-		return IPAMConf{}, fmt.Errorf("spec.config: %s%s: %s", field, KeyPath(key), fix)
+	if key, fix := ipamkeys.UnknownIPAMKey(raw); key != "" {
+		return IPAMConf{}, fmt.Errorf("spec.config: %s%s: %s", field, ipamkeys.KeyPath(key), fix)
 	}
 	if len(c.Pools) == 0 {
 		return IPAMConf{}, fmt.Errorf("spec.config: %s.pools: braid-ipam needs at least one IPPool name", field)

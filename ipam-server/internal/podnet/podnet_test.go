@@ -93,3 +93,11 @@ func TestBraidIPAM(t *testing.T) {
 		t.Fatalf("bad JSON: want an error naming spec.config, got %v", err)
 	}
 }
+
+func TestBraidIPAMRefusesKeysOfOtherIPAMPlugins(t *testing.T) {
+	_, ok, err := BraidIPAM(`{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","ipam":{"type":"braid-ipam","pools":["a"],"routes":[]}}]}`)
+	want := "spec.config: plugins[0].ipam.routes: braid-ipam takes addresses, gateway, routes and DNS from the IPPools in pools: set spec.routes on the pool and remove routes here"
+	if !ok || err == nil || err.Error() != want {
+		t.Fatalf("BraidIPAM = ok %v, %v; want ok and %q", ok, err, want)
+	}
+}

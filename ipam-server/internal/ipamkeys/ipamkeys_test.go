@@ -1,4 +1,4 @@
-package podnet
+package ipamkeys
 
 import (
 	"strings"
@@ -26,16 +26,8 @@ func TestUnknownIPAMKey(t *testing.T) {
 	}
 }
 
-func TestBraidIPAMRefusesKeysOfOtherIPAMPlugins(t *testing.T) {
-	_, ok, err := BraidIPAM(`{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","ipam":{"type":"braid-ipam","pools":["a"],"routes":[]}}]}`)
-	want := "spec.config: plugins[0].ipam.routes: braid-ipam takes addresses, gateway, routes and DNS from the IPPools in pools: set spec.routes on the pool and remove routes here"
-	if !ok || err == nil || err.Error() != want {
-		t.Fatalf("BraidIPAM = ok %v, %v; want ok and %q", ok, err, want)
-	}
-}
-
 func TestKeyPath(t *testing.T) {
-	for key, want := range map[string]string{"routes": ".routes", "range_start": ".range_start", "odd key": `["odd key"]`, `a"b`: `["a\"b"]`} {
+	for key, want := range map[string]string{"routes": ".routes", "range_start": ".range_start", "odd key": `["odd key"]`, `a"b`: `["a\"b"]`, "": `[""]`, "ünï": `["ünï"]`} {
 		if got := KeyPath(key); got != want {
 			t.Errorf("KeyPath(%q) = %s, want %s", key, got, want)
 		}

@@ -1,6 +1,8 @@
-// Package plugin is braid-ipam, the node-side CNI IPAM plugin. It never allocates: it reads the addresses
-// braid-ipam-server recorded on the pod (read-only API access) and returns them as a CNI result.
-package plugin
+// Package front is what braid-ipam, the node-side CNI IPAM plugin, does on every call without an API client:
+// it reads the network config and CNI_ARGS, asks braid's node daemon for the pod's assignment and turns it into
+// a CNI result. It links nothing of the API client (net/http, TLS, YAML) nor of apimachinery: braid-ipam starts
+// for every ADD, and every package it links costs start-up time. Package plugin adds the API server's reads.
+package front
 
 import (
 	"encoding/json"
@@ -10,11 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"k8s.io/apimachinery/pkg/api/validate/content"
 
 	"github.com/braid-cni/braid/crds/shim"
-	"github.com/braid-cni/braid/ipam-server/internal/podnet"
+	"github.com/braid-cni/braid/ipam-server/internal/ipamkeys"
 )
 
 // DefaultKubeconfig is where braid's installer writes the node's kubeconfig (shared with the meta-plugin).
@@ -39,11 +41,25 @@ type IPAMConf struct {
 	DaemonSocket string `json:"daemonSocket,omitempty"`
 	Timeout      string `json:"timeout,omitempty"`
 
-	timeout time.Duration
+	// Wait is Timeout read, or DefaultTimeout: how long ADD waits for the assignment.
+	Wait time.Duration `json:"-"`
 }
 
-// parseConf reads stdin's config; errors name the field (CNI code 7).
-func parseConf(stdin []byte) (*Conf, error) {
+// Parse reads the call's network config and CNI_ARGS.
+func Parse(args *skel.CmdArgs) (*Conf, PodArgs, error) {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return nil, PodArgs{}, err
+	}
+	pod, err := ParseArgs(args.Args)
+	if err != nil {
+		return nil, PodArgs{}, err
+	}
+	return conf, pod, nil
+}
+
+// ParseConf reads stdin's config; errors name the field (CNI code 7).
+func ParseConf(stdin []byte) (*Conf, error) {
 	c := &Conf{}
 	if err := json.Unmarshal(stdin, c); err != nil {
 		var te *json.UnmarshalTypeError
@@ -64,14 +80,14 @@ func parseConf(stdin []byte) (*Conf, error) {
 		IPAM json.RawMessage `json:"ipam"`
 	}
 	_ = json.Unmarshal(stdin, &raw) // decoded above already
-	if key, fix := podnet.UnknownIPAMKey(raw.IPAM); key != "" {
-		return nil, bad("ipam"+podnet.KeyPath(key), fix)
+	if key, fix := ipamkeys.UnknownIPAMKey(raw.IPAM); key != "" {
+		return nil, bad("ipam"+ipamkeys.KeyPath(key), fix)
 	}
 	if len(c.IPAM.Pools) == 0 {
 		return nil, bad("ipam.pools", `must name at least one IPPool, e.g. "pools": ["mgmt-rack1"]`)
 	}
 	for i, name := range c.IPAM.Pools {
-		if msgs := content.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		if msgs := isDNS1123Subdomain(name); len(msgs) > 0 {
 			return nil, bad(fmt.Sprintf("ipam.pools[%d]", i), fmt.Sprintf("%q is not an IPPool name: %s", name, strings.Join(msgs, "; ")))
 		}
 	}
@@ -85,25 +101,25 @@ func parseConf(stdin []byte) (*Conf, error) {
 	} else if !filepath.IsAbs(c.IPAM.DaemonSocket) {
 		return nil, bad("ipam.daemonSocket", fmt.Sprintf("must be an absolute path, not %q", c.IPAM.DaemonSocket))
 	}
-	c.IPAM.timeout = DefaultTimeout
+	c.IPAM.Wait = DefaultTimeout
 	if c.IPAM.Timeout != "" {
 		d, err := time.ParseDuration(c.IPAM.Timeout)
 		if err != nil || d <= 0 {
 			return nil, bad("ipam.timeout", fmt.Sprintf("%q is not a positive duration such as \"10s\"", c.IPAM.Timeout))
 		}
-		c.IPAM.timeout = d
+		c.IPAM.Wait = d
 	}
 	return c, nil
 }
 
-// podArgs are the Kubernetes keys of CNI_ARGS.
-type podArgs struct {
+// PodArgs are the Kubernetes keys of CNI_ARGS.
+type PodArgs struct {
 	Namespace, Name, UID string
 }
 
-// parseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from CNI_ARGS, ignoring other keys.
-func parseArgs(args string) (podArgs, error) {
-	var p podArgs
+// ParseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from CNI_ARGS, ignoring other keys.
+func ParseArgs(args string) (PodArgs, error) {
+	var p PodArgs
 	for _, kv := range strings.Split(args, ";") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {

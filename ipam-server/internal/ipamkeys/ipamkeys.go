@@ -1,9 +1,11 @@
-package podnet
+// Package ipamkeys checks the keys of a braid-ipam section, for braid-ipam-server (a NAD's config) and the
+// braid-ipam plugin (its stdin) alike. It imports nothing but the standard library: braid-ipam starts for every
+// CNI call, and every package it links is start-up time.
+package ipamkeys
 
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -52,12 +54,13 @@ func UnknownIPAMKey(raw json.RawMessage) (key, fix string) {
 	}
 }
 
-// plainKey is a key that reads unquoted in a field path.
-var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// KeyPath is how a field path names key after its object: ".routes", or `["odd key"]`.
+// KeyPath is how a field path names key after its object: ".routes", or `["odd key"]` for a key that does not
+// read unquoted (anything but letters, digits, '_' and '-').
 func KeyPath(key string) string {
-	if plainKey.MatchString(key) {
+	plain := key != "" && strings.IndexFunc(key, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '_' && r != '-'
+	}) < 0
+	if plain {
 		return "." + key
 	}
 	return fmt.Sprintf("[%q]", key)

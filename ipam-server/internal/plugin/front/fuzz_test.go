@@ -1,4 +1,4 @@
-package plugin
+package front
 
 import (
 	"encoding/json"
@@ -38,37 +38,37 @@ func FuzzParseConf(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, stdin []byte) {
-		c, err := parseConf(stdin)
+		c, err := ParseConf(stdin)
 		if err != nil {
 			var e *types.Error
 			if !errors.As(err, &e) {
-				t.Fatalf("parseConf(%q) error %v is not a CNI error", stdin, err)
+				t.Fatalf("ParseConf(%q) error %v is not a CNI error", stdin, err)
 			}
 			switch e.Code {
 			case types.ErrInvalidNetworkConfig:
 				if !invalidField.MatchString(e.Msg) {
-					t.Fatalf("parseConf(%q) error %q does not name an ipam field", stdin, e.Msg)
+					t.Fatalf("ParseConf(%q) error %q does not name an ipam field", stdin, e.Msg)
 				}
 			case types.ErrDecodingFailure:
 				m := decodeField.FindStringSubmatch(e.Msg)
 				if m == nil || (m[1] != "network config" && !confKeys[strings.Split(m[1], ".")[0]]) {
-					t.Fatalf("parseConf(%q) error %q does not name a field of the network config", stdin, e.Msg)
+					t.Fatalf("ParseConf(%q) error %q does not name a field of the network config", stdin, e.Msg)
 				}
 			default:
-				t.Fatalf("parseConf(%q) error has code %d, want 6 or 7: %v", stdin, e.Code, e)
+				t.Fatalf("ParseConf(%q) error has code %d, want 6 or 7: %v", stdin, e.Code, e)
 			}
 			return
 		}
-		if c.IPAM.Type != "braid-ipam" || len(c.IPAM.Pools) == 0 || !filepath.IsAbs(c.IPAM.Kubeconfig) || c.IPAM.timeout <= 0 {
-			t.Fatalf("parseConf(%q) accepted %+v", stdin, c.IPAM)
+		if c.IPAM.Type != "braid-ipam" || len(c.IPAM.Pools) == 0 || !filepath.IsAbs(c.IPAM.Kubeconfig) || c.IPAM.Wait <= 0 {
+			t.Fatalf("ParseConf(%q) accepted %+v", stdin, c.IPAM)
 		}
 		for _, p := range c.IPAM.Pools {
 			if msgs := validation.IsDNS1123Subdomain(p); len(msgs) > 0 {
-				t.Fatalf("parseConf(%q) accepted the pool name %q: %v", stdin, p, msgs)
+				t.Fatalf("ParseConf(%q) accepted the pool name %q: %v", stdin, p, msgs)
 			}
 		}
-		if c.IPAM.Timeout == "" && c.IPAM.timeout != DefaultTimeout {
-			t.Fatalf("parseConf(%q) has timeout %s without ipam.timeout", stdin, c.IPAM.timeout)
+		if c.IPAM.Timeout == "" && c.IPAM.Wait != DefaultTimeout {
+			t.Fatalf("ParseConf(%q) has timeout %s without ipam.timeout", stdin, c.IPAM.Wait)
 		}
 		var doc struct {
 			IPAM map[string]json.RawMessage `json:"ipam"`
@@ -78,7 +78,7 @@ func FuzzParseConf(f *testing.F) {
 			switch strings.ToLower(k) {
 			case "type", "pools", "kubeconfig", "daemonsocket", "timeout":
 			default:
-				t.Fatalf("parseConf(%q) accepted the ipam key %q, which braid-ipam does not read", stdin, k)
+				t.Fatalf("ParseConf(%q) accepted the ipam key %q, which braid-ipam does not read", stdin, k)
 			}
 		}
 	})
@@ -94,11 +94,11 @@ func FuzzParseArgs(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, args string) {
-		p, err := parseArgs(args)
+		p, err := ParseArgs(args)
 		if err != nil {
 			var e *types.Error
 			if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.HasPrefix(e.Msg, "braid-ipam: CNI_ARGS: ") {
-				t.Fatalf("parseArgs(%q) error %v does not name CNI_ARGS", args, err)
+				t.Fatalf("ParseArgs(%q) error %v does not name CNI_ARGS", args, err)
 			}
 			return
 		}
@@ -109,7 +109,7 @@ func FuzzParseArgs(f *testing.F) {
 		}
 		if p.Namespace == "" || p.Name == "" || p.Namespace != last["K8S_POD_NAMESPACE"] || p.Name != last["K8S_POD_NAME"] ||
 			p.UID != last["K8S_POD_UID"] {
-			t.Fatalf("parseArgs(%q) = %+v", args, p)
+			t.Fatalf("ParseArgs(%q) = %+v", args, p)
 		}
 	})
 }

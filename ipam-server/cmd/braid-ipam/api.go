@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
+)
+
+// apiBinary is braid-ipam's part that reads the API server.
+const apiBinary = "braid-ipam-api"
+
+// becomeAPI replaces this process with braid-ipam-api for the same call: the same environment (CNI_COMMAND,
+// CNI_ARGS, ...), the same stdin (read already, so handed over in a memory file) and the same stdout, so
+// the runtime sees one plugin's answer and exit status. It returns only when that cannot be done.
+func becomeAPI(args *skel.CmdArgs) error {
+	path, err := findAPI()
+	if err != nil {
+		return err
+	}
+	fd, err := unix.MemfdCreate("braid-ipam-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
+	}
+	stdin := os.NewFile(uintptr(fd), "braid-ipam-stdin")
+	defer func() { _ = stdin.Close() }()
+	if _, err := stdin.Write(args.StdinData); err != nil {
+		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
+	}
+	if _, err := stdin.Seek(0, 0); err != nil {
+		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
+	}
+	if err := unix.Dup3(fd, 0, 0); err != nil { // fd 0 without close-on-exec: the new image reads it
+		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
+	}
+	err = syscall.Exec(path, []string{path}, os.Environ())
+	return types.NewError(types.ErrInternal, "braid-ipam: run "+path, err.Error())
+}
+
+// findAPI looks for braid-ipam-api beside this binary, where braid's installer puts it, then in CNI_PATH.
+func findAPI() (string, error) {
+	var dirs []string
+	if self, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(self))
+	}
+	dirs = append(dirs, filepath.SplitList(os.Getenv("CNI_PATH"))...)
+	for _, dir := range dirs {
+		path := filepath.Join(dir, apiBinary)
+		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return path, nil
+		}
+	}
+	return "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: braid's node daemon did not answer and %s, which "+
+		"reads the API server instead, is not beside braid-ipam nor in CNI_PATH (looked in %v): install it beside braid-ipam "+
+		"(braid's installer copies both) or run braid's node daemon", apiBinary, dirs), "")
+}
