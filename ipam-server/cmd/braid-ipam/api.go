@@ -11,13 +11,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// apiBinary is braid-ipam's part that reads the API server.
-const apiBinary = "braid-ipam-api"
+// apiBinary is braid-ipam's part that reads the API server; daemonAskedFlag, its argument, tells it that
+// braid's node daemon was asked already (plugin.Plugin.DaemonAsked).
+const (
+	apiBinary       = "braid-ipam-api"
+	daemonAskedFlag = "-daemon-asked"
+)
 
 // becomeAPI replaces this process with braid-ipam-api for the same call: the same environment (CNI_COMMAND,
 // CNI_ARGS, ...), the same stdin (read already, so handed over in a memory file) and the same stdout, so
 // the runtime sees one plugin's answer and exit status. It returns only when that cannot be done.
 func becomeAPI(args *skel.CmdArgs) error {
+	return become(args, nil)
+}
+
+// becomeAPIDaemonAsked is becomeAPI for an ADD that braid's node daemon could not answer.
+func becomeAPIDaemonAsked(args *skel.CmdArgs) error {
+	return become(args, []string{daemonAskedFlag})
+}
+
+func become(args *skel.CmdArgs, flags []string) error {
 	path, err := findAPI()
 	if err != nil {
 		return err
@@ -37,7 +50,7 @@ func becomeAPI(args *skel.CmdArgs) error {
 	if err := unix.Dup3(fd, 0, 0); err != nil { // fd 0 without close-on-exec: the new image reads it
 		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
 	}
-	err = syscall.Exec(path, []string{path}, os.Environ())
+	err = syscall.Exec(path, append([]string{path}, flags...), os.Environ())
 	return types.NewError(types.ErrInternal, "braid-ipam: run "+path, err.Error())
 }
 

@@ -26,8 +26,8 @@ import (
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
-			return front.Add(args, func(context.Context, *front.Conf, front.PodArgs, string) (assignment.Interface, error) {
-				return assignment.Interface{}, becomeAPI(args)
+			return front.Add(args, true, func(context.Context, *front.Conf, front.PodArgs, string) (assignment.Interface, error) {
+				return assignment.Interface{}, becomeAPIDaemonAsked(args)
 			})
 		},
 		Del:   func(*skel.CmdArgs) error { return nil }, // braid-ipam-server releases by policy; the node holds nothing

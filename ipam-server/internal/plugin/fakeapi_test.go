@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -167,6 +168,53 @@ func TestCheckRefusesAnotherIncarnationsAssignment(t *testing.T) {
 		p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig}
 		if err := p.Check(&skel.CmdArgs{ContainerID: "c", Netns: "/var/run/netns/x", IfName: "net1", Args: args, StdinData: []byte(conf)}); err == nil {
 			t.Errorf("CHECK with %s passed on pod u2 carrying pod u1's assignment", args)
+		}
+	}
+}
+
+// braid-ipam-api started by braid-ipam for an ADD the node daemon could not answer (DaemonAsked) reads the API
+// server without asking the daemon again: the daemon may take a second to say it has not seen the pod.
+func TestAddAfterBraidIPAMAskedTheDaemonGoesStraightToTheAPI(t *testing.T) {
+	kc := fakeAPI(t, func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"metadata":{"name":"p","namespace":"ns","uid":"u1","resourceVersion":"5","annotations":{"braid.dev/ip-assignments":`+
+			`"{\"podUID\":\"u1\",\"interfaces\":{\"net1\":{\"network\":\"ns/n\",\"addresses\":[{\"pool\":\"p\",\"floatingIP\":\"f\",\"cidr\":\"192.0.2.10/24\"}]}}}"}}}`)
+	})
+	socket := filepath.Join(t.TempDir(), "braid.sock")
+	l, err := net.Listen("unix", socket)
+	must(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	var asked atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			asked.Add(1)
+			_ = c.Close() // no answer: braid-ipam then reads the API server
+		}
+	}()
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"braid-ipam","pools":["p"],"kubeconfig":%q,"timeout":"5s","daemonSocket":%q}}`, kc, socket)
+	for _, daemonAsked := range []bool{false, true} {
+		before := asked.Load()
+		p := &plugin.Plugin{NewClient: plugin.NewClientFromKubeconfig, DaemonAsked: daemonAsked}
+		stdout := os.Stdout
+		devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		must(t, err)
+		os.Stdout = devNull // ADD prints its result
+		err = p.Add(&skel.CmdArgs{ContainerID: "c", Netns: "/var/run/netns/x", IfName: "net1",
+			Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", StdinData: []byte(conf)})
+		os.Stdout = stdout
+		_ = devNull.Close()
+		if err != nil {
+			t.Fatalf("DaemonAsked %v: ADD = %v", daemonAsked, err)
+		}
+		want := int32(1)
+		if daemonAsked {
+			want = 0
+		}
+		if got := asked.Load() - before; got != want {
+			t.Errorf("DaemonAsked %v: the daemon was asked %d times, want %d", daemonAsked, got, want)
 		}
 	}
 }

@@ -24,6 +24,10 @@ import (
 // Plugin implements the CNI commands. NewClient is injected so tests and the binary share the code.
 type Plugin struct {
 	NewClient func(kubeconfig string) (*apiread.Client, error)
+	// DaemonAsked is set when braid-ipam, which became this process, asked braid's node daemon already: ADD
+	// then reads the API server at once instead of asking again (the daemon may wait a second for a pod it
+	// has not seen before it says so).
+	DaemonAsked bool
 }
 
 // podPath and ippoolPath are all braid-ipam reads, and only their metadata: the assignment is an annotation
@@ -58,7 +62,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // Add returns the addresses braid-ipam-server assigned to (pod, interface), waiting for them a bounded time:
 // from braid's node daemon when it runs (its watch cache has the pod), else from the API server.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	return front.Add(args, func(ctx context.Context, conf *front.Conf, pod front.PodArgs, ifName string) (assignment.Interface, error) {
+	return front.Add(args, !p.DaemonAsked, func(ctx context.Context, conf *front.Conf, pod front.PodArgs, ifName string) (assignment.Interface, error) {
 		c, err := p.client(conf)
 		if err != nil {
 			return assignment.Interface{}, err

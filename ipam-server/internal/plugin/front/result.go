@@ -15,18 +15,21 @@ import (
 type Otherwise func(ctx context.Context, conf *Conf, pod PodArgs, ifName string) (assignment.Interface, error)
 
 // Add is braid-ipam's ADD: it returns the addresses braid-ipam-server assigned to (pod, interface), waiting
-// for them a bounded time, from braid's node daemon when it runs (its watch cache has the pod), else as
-// otherwise finds them. A pod being deleted without them fails at once: the server never serves it.
-func Add(args *skel.CmdArgs, otherwise Otherwise) error {
+// for them a bounded time, from braid's node daemon when askDaemon and it runs (its watch cache has the pod),
+// else as otherwise finds them. A pod being deleted without them fails at once: the server never serves it.
+func Add(args *skel.CmdArgs, askDaemon bool, otherwise Otherwise) error {
 	conf, pod, err := Parse(args)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.IPAM.Wait)
 	defer cancel()
-	iface, answered, err := AskDaemon(ctx, conf.IPAM.DaemonSocket, pod, args.IfName)
-	if err != nil {
-		return err
+	var iface assignment.Interface
+	answered := false
+	if askDaemon {
+		if iface, answered, err = AskDaemon(ctx, conf.IPAM.DaemonSocket, pod, args.IfName); err != nil {
+			return err
+		}
 	}
 	if !answered {
 		if iface, err = otherwise(ctx, conf, pod, args.IfName); err != nil {
