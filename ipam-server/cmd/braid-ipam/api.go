@@ -67,7 +67,7 @@ func findAPI() (string, error) {
 			return path, nil
 		}
 	}
-	return "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: braid's node daemon did not answer and %s, which "+
-		"reads the API server instead, is not beside braid-ipam nor in CNI_PATH (looked in %v): install it beside braid-ipam "+
-		"(braid's installer copies both) or run braid's node daemon", apiBinary, dirs), "")
+	return "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("braid-ipam: %s is not beside braid-ipam nor in CNI_PATH (looked in %v); "+
+		"braid-ipam hands it the calls that read the API server (CHECK, STATUS, and an ADD that braid's node daemon does not answer): "+
+		"install it beside braid-ipam (braid's installer copies both), or, for ADD, run braid's node daemon", apiBinary, dirs), "")
 }

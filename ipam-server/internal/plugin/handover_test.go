@@ -41,7 +41,7 @@ func TestWithoutTheAPIPartTheErrorSaysWhatToInstall(t *testing.T) {
 			t.Fatalf("%s without braid-ipam-api: %v: %s; want a CNI error", command, err, out)
 		}
 		if cniErr.Code != code || !strings.Contains(cniErr.Msg, "braid-ipam-api") ||
-			!strings.Contains(cniErr.Msg, "install it beside braid-ipam") || !strings.Contains(cniErr.Msg, "run braid's node daemon") {
+			!strings.Contains(cniErr.Msg, "install it beside braid-ipam") || !strings.Contains(cniErr.Msg, "for ADD, run braid's node daemon") {
 			t.Errorf("%s without braid-ipam-api: %+v; want code %d naming braid-ipam-api and both fixes", command, cniErr, code)
 		}
 	}
