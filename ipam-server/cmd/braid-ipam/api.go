@@ -35,23 +35,29 @@ func become(args *skel.CmdArgs, flags []string) error {
 	if err != nil {
 		return err
 	}
-	fd, err := unix.MemfdCreate("braid-ipam-stdin", unix.MFD_CLOEXEC)
-	if err != nil {
-		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
-	}
-	stdin := os.NewFile(uintptr(fd), "braid-ipam-stdin")
-	defer func() { _ = stdin.Close() }()
-	if _, err := stdin.Write(args.StdinData); err != nil {
-		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
-	}
-	if _, err := stdin.Seek(0, 0); err != nil {
-		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
-	}
-	if err := unix.Dup3(fd, 0, 0); err != nil { // fd 0 without close-on-exec: the new image reads it
+	if err := stdinFromMemory(args.StdinData); err != nil {
 		return types.NewError(types.ErrInternal, "braid-ipam: hand the call over to "+apiBinary, err.Error())
 	}
 	err = syscall.Exec(path, append([]string{path}, flags...), os.Environ())
 	return types.NewError(types.ErrInternal, "braid-ipam: run "+path, err.Error())
+}
+
+// stdinFromMemory makes fd 0 an anonymous memory file holding data, at its start, that an exec'd image reads
+// as its stdin (a pipe would hold only 64 KiB before a reader must drain it).
+func stdinFromMemory(data []byte) error {
+	fd, err := unix.MemfdCreate("braid-ipam-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "braid-ipam-stdin")
+	defer func() { _ = f.Close() }() // fd 0 stays: Dup3 gave it its own descriptor, without close-on-exec
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return err
+	}
+	return unix.Dup3(fd, 0, 0)
 }
 
 // findAPI looks for braid-ipam-api beside this binary, where braid's installer puts it, then in CNI_PATH.
