@@ -2,6 +2,8 @@ package front
 
 import (
 	"strings"
+
+	"github.com/braid-cni/braid/crds/selection"
 )
 
 // dns1123SubdomainMsg is apimachinery's message for a name that is not a DNS-1123 subdomain, the rule for an
@@ -18,24 +20,9 @@ func isDNS1123Subdomain(name string) []string {
 		msgs = append(msgs, "must be no more than 253 characters")
 	}
 	for label := range strings.SplitSeq(name, ".") {
-		if !isDNS1123Label(label) {
+		if !selection.HasDNS1123LabelForm(label) {
 			return append(msgs, dns1123SubdomainMsg)
 		}
 	}
 	return msgs
-}
-
-// isDNS1123Label reports whether s is lower-case letters, digits and '-', starting and ending with a letter or
-// digit (its length is the subdomain's concern).
-func isDNS1123Label(s string) bool {
-	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
-	if s == "" || !alnum(s[0]) || !alnum(s[len(s)-1]) {
-		return false
-	}
-	for i := range len(s) {
-		if !alnum(s[i]) && s[i] != '-' {
-			return false
-		}
-	}
-	return true
 }
