@@ -178,3 +178,9 @@ func (f *FloatingIPController) MirrorWaits() int {
 
 // StaticPodAnnotation marks the FloatingIP of a static pod, with the static pod's UID.
 const StaticPodAnnotation = staticPodAnnotation
+
+// RecountDelay and StatusInterval bound how often the pool controller recounts a pool and writes its status.
+const (
+	RecountDelay   = recountDelay
+	StatusInterval = statusInterval
+)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/braid-cni/braid/ipam-server/internal/server"
 )
 
 // A burst of allocations in a pool makes a few recounts of its status, not about one per address: a recount
@@ -37,8 +39,8 @@ func TestABurstOfAllocationsMakesAFewRecounts(t *testing.T) {
 	})
 	took := time.Since(start)
 	recounts := poolReconciles(t) - before
-	// One recount per half second at most, each status write's own echo, and a few to spare.
-	limit := int(took/(500*time.Millisecond)) + int(took/(5*time.Second)) + 4
+	// One recount per RecountDelay at most, each status write's own echo, and a few to spare.
+	limit := int(took/server.RecountDelay) + int(took/server.StatusInterval) + 4
 	t.Logf("%d allocations in %v: %d recounts (at most %d)", pods, took.Round(time.Millisecond), recounts, limit)
 	if recounts > limit {
 		t.Errorf("%d recounts of the pool for %d allocations in %v, want at most %d", recounts, pods, took, limit)
