@@ -63,7 +63,8 @@ type scenario struct {
 // (BENCH-INFO ipam-nodaemon: it reads and watches the API server itself), then braid as deploy/ installs it,
 // with `braid daemon` running for every simulated node (BENCH ipam-multinic, and BENCH ipam last). Every ADD
 // runs the real plugin binary as a runtime does, right after the pod's creation. Each scenario also prints
-// the API writes it caused by resource, and the CPU each process spent per pod (BENCH-INFO ... cpu_ms_per_pod):
+// the API writes it caused by resource, its latency split (BENCH-INFO ... latency_ms: the create request alone,
+// and from the create's answer to the last ADD's), and the CPU each process spent per pod (... cpu_ms_per_pod):
 // on this 2-core machine the latency follows the throughput, and the throughput the CPU per pod.
 func TestBenchIPAM(t *testing.T) {
 	if os.Getenv("BRAID_BENCH") == "" {
