@@ -12,12 +12,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/braid-cni/braid/crds/podid"
+	"github.com/braid-cni/braid/crds/selection"
 	"github.com/braid-cni/braid/crds/shim"
 	"github.com/braid-cni/braid/ipam-server/internal/assignment"
 )
-
-// NetworksAnnotation is where a pod asks for its networks and names their interfaces.
-const NetworksAnnotation = "k8s.v1.cni.cncf.io/networks"
 
 // ErrNotYet is the reason given when the server has recorded nothing for the interface.
 var ErrNotYet = errors.New("braid-ipam-server has not assigned an address yet (is it running?)")
@@ -82,7 +80,7 @@ func Assigned(uid string, annotations map[string]string, wantUID, ifName string,
 		return assignment.Interface{}, false
 	case !ok:
 		*reason = fmt.Sprintf("braid-ipam-server assigned the pod's interfaces [%s] but not %s (check the interface names in "+
-			"the pod's %s, and that the network's NAD exists)", strings.Join(slices.Sorted(maps.Keys(a.Interfaces)), " "), ifName, NetworksAnnotation)
+			"the pod's %s, and that the network's NAD exists)", strings.Join(slices.Sorted(maps.Keys(a.Interfaces)), " "), ifName, selection.NetworksAnnotation)
 		return assignment.Interface{}, false
 	case iface.Error != "":
 		*reason = iface.Error
